@@ -1,0 +1,148 @@
+"""The independent oracle: DESIGN.md's equations as plain numpy loops, in float64.
+
+Written straight from the cell semantics, sharing no code with unirnn's cells, ops,
+activations or backends: only the spec's plain fields and the canonical weight names
+are read. One sample, one step, one gate at a time, so a reader can check it line by
+line against the equations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_ERF = np.vectorize(math.erf)
+
+
+def _activation(text: str):
+    name, _, rest = text.partition("(")
+    args = [float(a) for a in rest.rstrip(")").split(",")] if rest else []
+    if name == "sigmoid":
+        return lambda x: 1.0 / (1.0 + np.exp(-x))
+    if name == "tanh":
+        return np.tanh
+    if name == "relu":
+        return lambda x: np.maximum(x, 0.0)
+    if name == "identity":
+        return lambda x: x
+    if name == "gelu":
+        return lambda x: 0.5 * x * (1.0 + _ERF(x / math.sqrt(2.0)))
+    if name == "gelu_tanh":
+        return lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    if name == "silu":
+        return lambda x: x / (1.0 + np.exp(-x))
+    if name == "hard_sigmoid":
+        alpha, beta = args or [1.0 / 6.0, 0.5]
+        return lambda x: np.minimum(np.maximum(alpha * x + beta, 0.0), 1.0)
+    if name == "softsign":
+        return lambda x: x / (1.0 + np.abs(x))
+    if name == "softplus":
+        return lambda x: np.log(1.0 + np.exp(x))
+    if name == "elu":
+        (alpha,) = args or [1.0]
+        return lambda x: np.where(x > 0, x, alpha * (np.exp(x) - 1.0))
+    if name == "leaky_relu":
+        (alpha,) = args or [0.01]
+        return lambda x: np.where(x >= 0, x, alpha * x)
+    raise KeyError(f"oracle has no activation {text!r}")
+
+
+def _cell_step(spec, w, x, state):
+    """One step of one sample. x: (I,), state: dict of 1-D arrays. Returns (state, y)."""
+    H = spec.hidden_size
+    act = {role: _activation(name) for role, name in spec.activations.items()}
+    zero = np.zeros(w["w_x"].shape[0])
+    b_x = w.get("b_x", zero)
+    b_h = w.get("b_h", zero)
+    h = state["h"]
+
+    def a(k):  # a_k = W_xk x + b_xk + W_hk h + b_hk
+        rows = slice(k * H, (k + 1) * H)
+        return w["w_x"][rows] @ x + b_x[rows] + w["w_h"][rows] @ h + b_h[rows]
+
+    if spec.family == "rnn":
+        h_new = act["h"](a(0))
+        return {"h": h_new}, h_new
+
+    if spec.family == "gru":
+        r = act["r"](a(0))
+        z = act["z"](a(1))
+        rows = slice(2 * H, 3 * H)
+        if spec.reset == "after":
+            n = act["n"](w["w_x"][rows] @ x + b_x[rows] + r * (w["w_h"][rows] @ h + b_h[rows]))
+        else:
+            n = act["n"](w["w_x"][rows] @ x + b_x[rows] + w["w_h"][rows] @ (r * h) + b_h[rows])
+        if spec.update == "old":
+            h_new = z * h + (1.0 - z) * n
+        else:
+            h_new = (1.0 - z) * h + z * n
+        return {"h": h_new}, h_new
+
+    # lstm, gate order i, f, g, o; peepholes i, f, o
+    c = state["c"]
+    p = w.get("p")
+    a_i, a_f, a_g, a_o = a(0), a(1), a(2), a(3)
+    if p is not None:
+        a_i = a_i + p[0:H] * c
+        a_f = a_f + p[H : 2 * H] * c
+    i = act["i"](a_i)
+    f = act["f"](a_f)
+    g = act["g"](a_g)
+    c_new = f * c + i * g
+    if spec.cell_clip is not None:
+        c_new = np.minimum(np.maximum(c_new, -spec.cell_clip), spec.cell_clip)
+    if p is not None:
+        a_o = a_o + p[2 * H : 3 * H] * c_new
+    o = act["o"](a_o)
+    h_new = o * act["c"](c_new)
+    if "w_r" in w:
+        h_new = w["w_r"] @ h_new
+    return {"h": h_new, "c": c_new}, h_new
+
+
+def run(spec, weights, x, initial_state=None, lengths=None):
+    """Run the stack in float64.
+
+    x: (N, T, I) batch-major. initial_state: h0 (L*D, N, P) or (h0, c0) for lstm.
+    lengths: (N,) or None. Returns (outputs (N, T, D*P), h_n or (h_n, c_n)).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    N, T, _ = x.shape
+    D = 2 if spec.bidirectional else 1
+    P = spec.proj_size or spec.hidden_size
+    H = spec.hidden_size
+    lengths = [T] * N if lengths is None else [int(v) for v in lengths]
+    rows = spec.num_layers * D
+    if initial_state is None:
+        h0 = np.zeros((rows, N, P))
+        c0 = np.zeros((rows, N, H))
+    elif spec.family == "lstm":
+        h0, c0 = (np.asarray(s, dtype=np.float64) for s in initial_state)
+    else:
+        h0, c0 = np.asarray(initial_state, dtype=np.float64), np.zeros((rows, N, H))
+
+    h_n = np.zeros((rows, N, P))
+    c_n = np.zeros((rows, N, H))
+    layer_in = x
+    for layer in range(spec.num_layers):
+        out = np.zeros((N, T, D * P))
+        for d, direction in enumerate(["forward", "backward"][:D]):
+            prefix = f"layer{layer}.{direction}."
+            w = {
+                k[len(prefix) :]: np.asarray(v, dtype=np.float64)
+                for k, v in weights.items()
+                if k.startswith(prefix)
+            }
+            row = layer * D + d
+            for n in range(N):
+                L = lengths[n]
+                state = {"h": h0[row, n].copy(), "c": c0[row, n].copy()}
+                steps = range(L) if direction == "forward" else range(L - 1, -1, -1)
+                for t in steps:
+                    state, y = _cell_step(spec, w, layer_in[n, t], state)
+                    out[n, t, d * P : (d + 1) * P] = y
+                h_n[row, n] = state["h"]
+                c_n[row, n] = state.get("c", 0.0)
+        layer_in = out
+    return layer_in, ((h_n, c_n) if spec.family == "lstm" else h_n)

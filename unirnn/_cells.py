@@ -1,0 +1,143 @@
+"""Cell math, written once per family against a small ops protocol.
+
+A backend provides :class:`Ops` (a few lines over its array library) and owns the time
+loop: it projects the whole input once (``xp = x @ w_x.T + b_x``, all steps in one GEMM),
+calls :meth:`Cell.prepare` once per layer and direction, then :meth:`Cell.step` per time
+step. The carry is always a tuple: ``(h,)`` for rnn and gru, ``(h, c)`` for lstm.
+
+The equations are those of :class:`unirnn.Spec` (DESIGN.md, "Cell semantics").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
+
+from ._spec import Spec
+
+__all__ = ["Cell", "Ops", "make_cell"]
+
+A = TypeVar("A")  # the backend's array type
+
+
+class Ops(Protocol[A]):
+    """What a backend provides for the cell math. Arrays also support ``+ - *``."""
+
+    backend: str
+    """Key used to look up user-registered activations: numpy, torch, jax or keras."""
+
+    def linear(self, x: A, w: A, b: A | None) -> A:
+        """``x @ w.T (+ b)`` with ``w`` in canonical ``(out, in)`` layout."""
+        ...
+
+    def split(self, x: A, sections: int) -> list[A]:
+        """``sections`` equal parts along the last axis."""
+        ...
+
+    def clip(self, x: A, bound: float) -> A:
+        """Clamp to ``[-bound, bound]``."""
+        ...
+
+    def activation(self, name: str) -> Callable[[A], A]:
+        """The one-argument function for an activation name as written in a spec."""
+        ...
+
+
+Carry = tuple[Any, ...]
+
+
+class Cell(Generic[A]):
+    """A family's step function bound to a spec and a backend's ops.
+
+    Activations are resolved once here, not per step.
+    """
+
+    def __init__(self, spec: Spec, ops: Ops[A]) -> None:
+        self.spec = spec
+        self.ops = ops
+        self.act = {role: ops.activation(name) for role, name in spec.activations.items()}
+
+    def prepare(self, params: Mapping[str, A]) -> dict[str, Any]:
+        """Per layer and direction, once: the step's parameters (``w_h``, ``b_h``, ...)."""
+        return {"w_h": params["w_h"], "b_h": params.get("b_h")}
+
+    def step(self, p: Mapping[str, Any], xp: A, carry: Carry) -> tuple[Carry, A]:
+        """One time step: ``xp`` is this step's projected input ``W_x x_t + b_x``."""
+        raise NotImplementedError
+
+
+class RNNCell(Cell[A]):
+    def step(self, p: Mapping[str, Any], xp: A, carry: Carry) -> tuple[Carry, A]:
+        h = self.act["h"](xp + self.ops.linear(carry[0], p["w_h"], p["b_h"]))
+        return (h,), h
+
+
+class GRUCell(Cell[A]):
+    def prepare(self, params: Mapping[str, A]) -> dict[str, Any]:
+        if self.spec.reset == "after":
+            return super().prepare(params)
+        # Reset before: r multiplies h ahead of W_hn, so the r/z and n blocks of the
+        # recurrent GEMM are separate; split them here rather than at every step.
+        H = self.spec.hidden_size
+        w_h, b_h = params["w_h"], params.get("b_h")
+        return {
+            "w_hrz": w_h[: 2 * H],
+            "w_hn": w_h[2 * H :],
+            "b_hrz": None if b_h is None else b_h[: 2 * H],
+            "b_hn": None if b_h is None else b_h[2 * H :],
+        }
+
+    def step(self, p: Mapping[str, Any], xp: A, carry: Carry) -> tuple[Carry, A]:
+        ops, act = self.ops, self.act
+        (h,) = carry
+        x_r, x_z, x_n = ops.split(xp, 3)
+        if self.spec.reset == "after":
+            h_r, h_z, h_n = ops.split(ops.linear(h, p["w_h"], p["b_h"]), 3)
+            r = act["r"](x_r + h_r)
+            z = act["z"](x_z + h_z)
+            n = act["n"](x_n + r * h_n)
+        else:
+            h_r, h_z = ops.split(ops.linear(h, p["w_hrz"], p["b_hrz"]), 2)
+            r = act["r"](x_r + h_r)
+            z = act["z"](x_z + h_z)
+            n = act["n"](x_n + ops.linear(r * h, p["w_hn"], p["b_hn"]))
+        if self.spec.update == "old":
+            h = z * h + (1 - z) * n
+        else:
+            h = (1 - z) * h + z * n
+        return (h,), h
+
+
+class LSTMCell(Cell[A]):
+    def prepare(self, params: Mapping[str, A]) -> dict[str, Any]:
+        prepared = super().prepare(params)
+        if self.spec.peepholes:
+            prepared["p_i"], prepared["p_f"], prepared["p_o"] = self.ops.split(params["p"], 3)
+        if self.spec.proj_size:
+            prepared["w_r"] = params["w_r"]
+        return prepared
+
+    def step(self, p: Mapping[str, Any], xp: A, carry: Carry) -> tuple[Carry, A]:
+        ops, act, spec = self.ops, self.act, self.spec
+        h, c = carry
+        a_i, a_f, a_g, a_o = ops.split(xp + ops.linear(h, p["w_h"], p["b_h"]), 4)
+        if spec.peepholes:
+            a_i = a_i + p["p_i"] * c
+            a_f = a_f + p["p_f"] * c
+        c = act["f"](a_f) * c + act["i"](a_i) * act["g"](a_g)
+        if spec.cell_clip is not None:
+            c = ops.clip(c, spec.cell_clip)
+        if spec.peepholes:
+            a_o = a_o + p["p_o"] * c
+        h = act["o"](a_o) * act["c"](c)
+        if spec.proj_size:
+            h = ops.linear(h, p["w_r"], None)
+        return (h, c), h
+
+
+_CELLS: dict[str, type[Cell[Any]]] = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
+
+
+def make_cell(spec: Spec, ops: Ops[A]) -> Cell[A]:
+    """The cell of ``spec.family`` bound to ``ops``."""
+    return _CELLS[spec.family](spec, ops)

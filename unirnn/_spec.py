@@ -1,0 +1,514 @@
+"""The framework-neutral description of a recurrent layer stack.
+
+A :class:`Spec` is a frozen dataclass: the cell family, its sizes, one activation per
+role, the family's options and the stack's options. It is plain data: it validates on
+construction, round-trips through JSON and is what every backend builds from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from types import MappingProxyType
+from typing import Any
+
+from ._activations import canonical_activation
+
+__all__ = [
+    "FAMILIES",
+    "GATE_ORDER",
+    "ROLES",
+    "Spec",
+    "gru",
+    "lstm",
+    "preset",
+    "preset_names",
+    "rnn",
+]
+
+SPEC_FORMAT = 1
+
+FAMILIES = ("rnn", "lstm", "gru")
+
+GATE_ORDER: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+)
+"""Canonical gate order per family: the order of row blocks in ``w_x``, ``w_h``, biases."""
+
+ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"rnn": ("h",), "lstm": ("i", "f", "g", "o", "c"), "gru": ("r", "z", "n")}
+)
+"""Activation roles per family: each gate, the candidate, and LSTM's cell output ``c``."""
+
+DEFAULT_ACTIVATIONS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "rnn": {"h": "tanh"},
+        "lstm": {"i": "sigmoid", "f": "sigmoid", "g": "tanh", "o": "sigmoid", "c": "tanh"},
+        "gru": {"r": "sigmoid", "z": "sigmoid", "n": "tanh"},
+    }
+)
+
+RESETS = ("after", "before")
+UPDATES = ("old", "new")
+
+# (field, family it applies to, value meaning "not used")
+_FAMILY_OPTIONS: tuple[tuple[str, str, Any], ...] = (
+    ("reset", "gru", None),
+    ("update", "gru", None),
+    ("peepholes", "lstm", False),
+    ("proj_size", "lstm", 0),
+    ("cell_clip", "lstm", None),
+)
+
+
+class RoleActivations(Mapping[str, str]):
+    """An immutable, hashable, picklable mapping of role -> activation name."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, role: str) -> str:
+        return self._items[role]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RoleActivations, (self._items,))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A recurrent layer stack, independent of any framework.
+
+    Cell semantics (DESIGN.md; per gate ``k``: ``a_k = W_xk x_t + b_xk + W_hk h_{t-1} + b_hk``):
+
+    .. math::
+
+        \\text{rnn:}\\quad h_t = act_h(a_h)
+
+        \\text{lstm:}\\quad i = act_i(a_i [+ p_i c_{t-1}]),\\ f = act_f(a_f [+ p_f c_{t-1}]),
+        \\ g = act_g(a_g),\\ c_t = f c_{t-1} + i g\\ [\\text{clip}],
+        \\ o = act_o(a_o [+ p_o c_t]),\\ h_t = o\\, act_c(c_t)\\ [h_t = W_{hr} h_t]
+
+        \\text{gru:}\\quad r = act_r(a_r),\\ z = act_z(a_z),
+        \\ n = act_n(W_{xn} x + b_{xn} + r (W_{hn} h + b_{hn}))\\ \\text{(reset after)}
+        \\ \\text{or}\\ act_n(W_{xn} x + b_{xn} + W_{hn}(r h) + b_{hn})\\ \\text{(before)},
+        \\ h_t = z h_{t-1} + (1-z) n\\ \\text{(update old)}\\ \\text{or}\\ (1-z) h_{t-1} + z n
+
+    Attributes:
+        family: ``"rnn"`` (Elman), ``"lstm"`` or ``"gru"``.
+        input_size: features per time step of the first layer's input, ``I``.
+        hidden_size: state size ``H``.
+        activations: one activation name per role (all roles present; see :data:`ROLES`).
+        bias: whether ``b_x`` and ``b_h`` exist.
+        num_layers: stacked layers ``L``.
+        bidirectional: a backward direction per layer; outputs are ``[forward, backward]``.
+        dropout: dropout on the outputs of every layer but the last, training only.
+        reset: GRU only, ``"after"`` (torch/cuDNN/Keras default/Flax) or ``"before"`` (d2l,
+            Keras ``reset_after=False``).
+        update: GRU only, which term ``z`` weights: ``"old"`` gives
+            ``h_t = z*h_{t-1} + (1-z)*n`` (torch, Keras, Flax, ONNX, d2l), ``"new"`` gives
+            ``h_t = (1-z)*h_{t-1} + z*n`` (haiku).
+        peepholes: LSTM only, diagonal peephole weights ``p`` (order i, f, o).
+        proj_size: LSTM only, projection size ``P`` of ``h`` (0: none; torch ``proj_size``).
+        cell_clip: LSTM only, clamp the cell state ``c_t`` to ``[-cell_clip, cell_clip]``
+            after its update (TF's ``LSTMCell(cell_clip=...)``); ``None``: no clip.
+    """
+
+    family: str
+    input_size: int
+    hidden_size: int
+    activations: Mapping[str, str] = field(default_factory=dict)
+    bias: bool = True
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    reset: str | None = None
+    update: str | None = None
+    peepholes: bool = False
+    proj_size: int = 0
+    cell_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.family not in FAMILIES:
+            raise ValueError(
+                f"family: expected one of {', '.join(FAMILIES)}; received {self.family!r}"
+            )
+        for name in ("input_size", "hidden_size", "num_layers"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1; received {value!r}")
+        for name in ("bias", "bidirectional", "peepholes"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}: expected True or False; received {value!r}")
+        dropout = self.dropout
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, (int, float))
+            or not 0.0 <= dropout < 1.0
+        ):
+            raise ValueError(f"dropout: expected a number in [0, 1); received {dropout!r}")
+        set_(self, "dropout", float(dropout))
+
+        # Options of another family: reject rather than ignore.
+        for name, family, unused in _FAMILY_OPTIONS:
+            value = getattr(self, name)
+            if self.family != family and value != unused:
+                raise ValueError(
+                    f"{name}: applies to family {family!r} only; received {name}={value!r} "
+                    f"for family {self.family!r}"
+                )
+        if self.family == "gru":
+            reset = "after" if self.reset is None else self.reset
+            update = "old" if self.update is None else self.update
+            if reset not in RESETS:
+                raise ValueError(f"reset: expected 'after' or 'before'; received {reset!r}")
+            if update not in UPDATES:
+                raise ValueError(
+                    f"update: expected 'old' (h = z*h + (1-z)*n) or 'new' "
+                    f"(h = (1-z)*h + z*n); received {update!r}"
+                )
+            set_(self, "reset", reset)
+            set_(self, "update", update)
+        if self.family == "lstm":
+            if not _is_int(self.proj_size) or not 0 <= self.proj_size:
+                raise ValueError(
+                    f"proj_size: expected an integer >= 0 (0: no projection); "
+                    f"received {self.proj_size!r}"
+                )
+            if self.proj_size >= self.hidden_size:
+                raise ValueError(
+                    f"proj_size: expected less than hidden_size={self.hidden_size}; "
+                    f"received {self.proj_size}"
+                )
+            if self.cell_clip is not None:
+                clip = self.cell_clip
+                if (
+                    isinstance(clip, bool)
+                    or not isinstance(clip, (int, float))
+                    or not (math.isfinite(clip) and clip > 0)
+                ):
+                    raise ValueError(
+                        f"cell_clip: expected a positive finite number or None; received {clip!r}"
+                    )
+                set_(self, "cell_clip", float(clip))
+
+        if not isinstance(self.activations, Mapping):
+            raise ValueError(
+                f"activations: expected a mapping of role to activation name; "
+                f"received {self.activations!r}"
+            )
+        roles = ROLES[self.family]
+        unknown = [r for r in self.activations if r not in roles]
+        if unknown:
+            raise ValueError(
+                f"activations: role {unknown[0]!r} does not exist for family {self.family!r}; "
+                f"expected roles {', '.join(roles)}"
+            )
+        merged = dict(DEFAULT_ACTIVATIONS[self.family])
+        for role, name in self.activations.items():
+            try:
+                merged[role] = canonical_activation(name)
+            except ValueError as err:
+                raise ValueError(f"activations[{role!r}]: {err}") from None
+        set_(self, "activations", RoleActivations({r: merged[r] for r in roles}))
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())
+
+    # -- derived sizes ----------------------------------------------------------------
+
+    @property
+    def gate_order(self) -> tuple[str, ...]:
+        return GATE_ORDER[self.family]
+
+    @property
+    def num_gates(self) -> int:
+        """``G``: 1 for rnn, 4 for lstm, 3 for gru."""
+        return len(GATE_ORDER[self.family])
+
+    @property
+    def num_directions(self) -> int:
+        """``D``: 2 when bidirectional, else 1."""
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """Size of ``h`` as emitted: ``proj_size`` when projecting, else ``hidden_size``."""
+        return self.proj_size or self.hidden_size
+
+    def layer_input_size(self, layer: int) -> int:
+        """Input features of ``layer``: ``I`` for layer 0, ``D * output_size`` above."""
+        return self.input_size if layer == 0 else self.num_directions * self.output_size
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return ("forward", "backward") if self.bidirectional else ("forward",)
+
+    # -- serialisation ----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["activations"] = dict(self.activations)
+        return {"format": SPEC_FORMAT, **data}
+
+    def to_json(self) -> str:
+        """The spec as JSON text; ``Spec.from_json(spec.to_json()) == spec``."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Spec:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a spec must be a JSON object; received {type(data).__name__}")
+        data = dict(data)
+        version = data.pop("format", SPEC_FORMAT)
+        if not _is_int(version) or version > SPEC_FORMAT:
+            raise ValueError(
+                f"spec format {version!r} is newer than this unirnn reads (format "
+                f"{SPEC_FORMAT}); upgrade unirnn"
+            )
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"spec: unknown field(s) {', '.join(unknown)}; expected fields "
+                f"{', '.join(sorted(names))}"
+            )
+        for required in ("family", "input_size", "hidden_size"):
+            if required not in data:
+                raise ValueError(f"spec: missing required field {required!r}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Spec:
+        """Read a spec from JSON text written by :meth:`to_json`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"spec: expected JSON text; could not parse it ({err})") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> Spec:
+        """A copy with ``changes`` applied (validated)."""
+        data = self.to_dict()
+        data.pop("format")
+        data.update(changes)
+        return Spec.from_dict(data)
+
+
+def _activations(
+    family: str,
+    activation: str | None,
+    recurrent_activation: str | None,
+    activations: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """Merge the Keras-style shorthands with per-role overrides (overrides win)."""
+    merged: dict[str, str] = {}
+    if family == "lstm":
+        if activation is not None:
+            merged.update(g=activation, c=activation)
+        if recurrent_activation is not None:
+            merged.update(i=recurrent_activation, f=recurrent_activation, o=recurrent_activation)
+    elif family == "gru":
+        if activation is not None:
+            merged["n"] = activation
+        if recurrent_activation is not None:
+            merged.update(r=recurrent_activation, z=recurrent_activation)
+    else:
+        if activation is not None:
+            merged["h"] = activation
+    if activations is not None:
+        if not isinstance(activations, Mapping):
+            raise ValueError(
+                f"activations: expected a mapping of role to name such as {{'z': 'gelu'}}; "
+                f"received {activations!r}"
+            )
+        merged.update(activations)
+    return merged
+
+
+def rnn(
+    input_size: int,
+    hidden_size: int,
+    *,
+    activation: str = "tanh",
+    activations: Mapping[str, str] | None = None,
+    bias: bool = True,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+) -> Spec:
+    """An Elman RNN: ``h_t = act(W_x x_t + b_x + W_h h_{t-1} + b_h)``.
+
+    ``activation`` is the role ``h`` (torch's ``nonlinearity``, Keras' ``activation``).
+
+    Example:
+        >>> import unirnn
+        >>> unirnn.rnn(8, 16, activation="relu").activations["h"]
+        'relu'
+    """
+    return Spec(
+        "rnn",
+        input_size,
+        hidden_size,
+        _activations("rnn", activation, None, activations),
+        bias=bias,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        dropout=dropout,
+    )
+
+
+def lstm(
+    input_size: int,
+    hidden_size: int,
+    *,
+    activation: str = "tanh",
+    recurrent_activation: str = "sigmoid",
+    activations: Mapping[str, str] | None = None,
+    bias: bool = True,
+    peepholes: bool = False,
+    proj_size: int = 0,
+    cell_clip: float | None = None,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+) -> Spec:
+    """An LSTM (gate order i, f, g, o; state ``(h, c)``).
+
+    ``activation`` sets the candidate ``g`` and the cell output ``c`` together, and
+    ``recurrent_activation`` the gates ``i, f, o``, exactly as Keras' ``LSTM`` does;
+    ``activations={"c": "relu"}`` overrides a single role.
+
+    Example (Keras' ``LSTM(64, activation='relu', recurrent_activation='sigmoid')``):
+        >>> import unirnn
+        >>> spec = unirnn.lstm(32, 64, activation="relu")
+        >>> spec.activations["g"], spec.activations["c"], spec.activations["f"]
+        ('relu', 'relu', 'sigmoid')
+    """
+    return Spec(
+        "lstm",
+        input_size,
+        hidden_size,
+        _activations("lstm", activation, recurrent_activation, activations),
+        bias=bias,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        dropout=dropout,
+        peepholes=peepholes,
+        proj_size=proj_size,
+        cell_clip=cell_clip,
+    )
+
+
+def gru(
+    input_size: int,
+    hidden_size: int,
+    *,
+    activation: str = "tanh",
+    recurrent_activation: str = "sigmoid",
+    activations: Mapping[str, str] | None = None,
+    bias: bool = True,
+    reset: str = "after",
+    update: str = "old",
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+) -> Spec:
+    """A GRU (gate order r, z, n; state ``h``).
+
+    ``activation`` is the candidate ``n`` and ``recurrent_activation`` the gates ``r, z``
+    (Keras' meaning); ``activations={"z": "gelu"}`` overrides one gate. ``reset`` picks
+    where the reset gate applies, ``update`` which term ``z`` weights (see :class:`Spec`).
+
+    Example (a GELU update gate only):
+        >>> import unirnn
+        >>> unirnn.gru(32, 64, activations={"z": "gelu"}).activations
+        {'r': 'sigmoid', 'z': 'gelu', 'n': 'tanh'}
+    """
+    return Spec(
+        "gru",
+        input_size,
+        hidden_size,
+        _activations("gru", activation, recurrent_activation, activations),
+        bias=bias,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        dropout=dropout,
+        reset=reset,
+        update=update,
+    )
+
+
+_PRESETS: dict[str, tuple[str, Callable[..., Spec]]] = {
+    "torch_rnn": ("torch nn.RNN defaults: tanh Elman RNN", lambda i, h, **kw: rnn(i, h, **kw)),
+    "torch_rnn_relu": (
+        "torch nn.RNN(nonlinearity='relu')",
+        lambda i, h, **kw: rnn(i, h, activation="relu", **kw),
+    ),
+    "torch_lstm": ("torch nn.LSTM defaults", lambda i, h, **kw: lstm(i, h, **kw)),
+    "torch_gru": ("torch nn.GRU defaults: reset after", lambda i, h, **kw: gru(i, h, **kw)),
+    "keras_simple_rnn": ("Keras SimpleRNN defaults", lambda i, h, **kw: rnn(i, h, **kw)),
+    "keras_lstm": ("Keras 3 LSTM defaults", lambda i, h, **kw: lstm(i, h, **kw)),
+    "keras_gru": (
+        "Keras 3 GRU defaults (reset_after=True)",
+        lambda i, h, **kw: gru(i, h, **kw),
+    ),
+    "keras_gru_reset_before": (
+        "Keras GRU(reset_after=False)",
+        lambda i, h, **kw: gru(i, h, reset="before", **kw),
+    ),
+    "flax_lstm": ("Flax LSTMCell / OptimizedLSTMCell", lambda i, h, **kw: lstm(i, h, **kw)),
+    "flax_gru": ("Flax GRUCell", lambda i, h, **kw: gru(i, h, **kw)),
+    "d2l_gru": (
+        "d2l's GRU: reset before, h = z*h + (1-z)*n",
+        lambda i, h, **kw: gru(i, h, reset="before", **kw),
+    ),
+    "relu_lstm": (
+        "Keras LSTM(activation='relu', recurrent_activation='sigmoid')",
+        lambda i, h, **kw: lstm(i, h, activation="relu", **kw),
+    ),
+    "gelu_update_gru": (
+        "GRU with a GELU update gate only",
+        lambda i, h, **kw: gru(i, h, activations={"z": "gelu"}, **kw),
+    ),
+}
+
+
+def preset_names() -> dict[str, str]:
+    """Preset name -> what it reproduces."""
+    return {name: doc for name, (doc, _) in _PRESETS.items()}
+
+
+def preset(name: str, input_size: int, hidden_size: int, **options: Any) -> Spec:
+    """A named convention, e.g. ``preset("d2l_gru", 28, 256)``.
+
+    ``options`` are the family constructor's keywords (``num_layers``, ``bidirectional``...).
+    """
+    try:
+        _, make = _PRESETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown preset {name!r}; expected one of {', '.join(_PRESETS)}"
+        ) from None
+    return make(input_size, hidden_size, **options)

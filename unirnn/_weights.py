@@ -1,0 +1,166 @@
+"""Canonical weights: numpy arrays under names every backend and file agrees on.
+
+Per layer ``k`` and direction ``forward``/``backward``, with ``G`` gates (rnn 1, lstm 4,
+gru 3), hidden size ``H``, emitted size ``P`` (``proj_size`` or ``H``) and layer input
+size ``I_k`` (``I`` for layer 0, ``D*P`` above)::
+
+    layer{k}.{direction}.w_x  (G*H, I_k)   input weights, row blocks in gate order
+    layer{k}.{direction}.w_h  (G*H, P)     recurrent weights
+    layer{k}.{direction}.b_x  (G*H,)       input-side bias        (bias=True)
+    layer{k}.{direction}.b_h  (G*H,)       recurrent-side bias    (bias=True)
+    layer{k}.{direction}.p    (3*H,)       LSTM peepholes i, f, o (peepholes=True)
+    layer{k}.{direction}.w_r  (P, H)       LSTM projection        (proj_size>0)
+
+Gate order: lstm ``i, f, g, o``; gru ``r, z, n``; rnn ``h``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from ._spec import Spec
+
+__all__ = ["Weights", "check_weights", "init_weights", "weight_shapes"]
+
+TENSOR_NAMES = ("w_x", "w_h", "b_x", "b_h", "p", "w_r")
+
+
+def weight_name(layer: int, direction: str, tensor: str) -> str:
+    return f"layer{layer}.{direction}.{tensor}"
+
+
+def weight_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
+    """Every canonical tensor of ``spec`` with its shape, in a stable order."""
+    G, H, P = spec.num_gates, spec.hidden_size, spec.output_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer in range(spec.num_layers):
+        for direction in spec.directions:
+            tensors: dict[str, tuple[int, ...]] = {
+                "w_x": (G * H, spec.layer_input_size(layer)),
+                "w_h": (G * H, P),
+            }
+            if spec.bias:
+                tensors["b_x"] = (G * H,)
+                tensors["b_h"] = (G * H,)
+            if spec.peepholes:
+                tensors["p"] = (3 * H,)
+            if spec.proj_size:
+                tensors["w_r"] = (P, H)
+            for tensor, shape in tensors.items():
+                shapes[weight_name(layer, direction, tensor)] = shape
+    return shapes
+
+
+class Weights(Mapping[str, np.ndarray]):
+    """An immutable mapping from canonical names to numpy arrays.
+
+    Build one with :func:`init_weights`, a backend's ``from_*`` converter,
+    :func:`unirnn.load`, or directly from a dict of arrays; :func:`check_weights` holds
+    it against a spec.
+
+    Example:
+        >>> import unirnn
+        >>> w = unirnn.init_weights(unirnn.gru(3, 4), seed=0)
+        >>> w["layer0.forward.w_x"].shape
+        (12, 3)
+    """
+
+    __slots__ = ("_arrays",)
+
+    def __init__(self, arrays: Mapping[str, Any]) -> None:
+        if not isinstance(arrays, Mapping):
+            raise ValueError(
+                f"Weights: expected a mapping of name to array; received {type(arrays).__name__}"
+            )
+        converted: dict[str, np.ndarray] = {}
+        for name, value in arrays.items():
+            array = np.array(value, copy=True)
+            if array.dtype.kind != "f":
+                raise ValueError(
+                    f"weight {name!r}: expected a floating-point array; received dtype "
+                    f"{array.dtype}"
+                )
+            array.setflags(write=False)
+            converted[str(name)] = array
+        self._arrays = converted
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._arrays[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def __repr__(self) -> str:
+        items = ", ".join(f"{k}: {v.shape}" for k, v in self._arrays.items())
+        return f"Weights({{{items}}})"
+
+    def astype(self, dtype: DTypeLike) -> Weights:
+        """A copy with every array cast to ``dtype``."""
+        return Weights({k: v.astype(dtype) for k, v in self._arrays.items()})
+
+    def layer(self, layer: int, direction: str = "forward") -> dict[str, np.ndarray]:
+        """The tensors of one layer and direction under their short names (``w_x``, ...)."""
+        prefix = f"layer{layer}.{direction}."
+        return {k[len(prefix) :]: v for k, v in self._arrays.items() if k.startswith(prefix)}
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        dtypes = {v.dtype for v in self._arrays.values()}
+        if len(dtypes) != 1:
+            raise ValueError(f"weights mix dtypes {sorted(map(str, dtypes))}")
+        return dtypes.pop()
+
+
+def check_weights(spec: Spec, weights: Mapping[str, Any]) -> Weights:
+    """Return ``weights`` as :class:`Weights` after checking names and shapes against ``spec``.
+
+    Raises:
+        ValueError: a tensor is missing, unexpected, or has the wrong shape; the message
+            names the tensor, the expected and the received shape.
+    """
+    if not isinstance(weights, Weights):
+        weights = Weights(weights)
+    expected = weight_shapes(spec)
+    missing = [n for n in expected if n not in weights]
+    if missing:
+        raise ValueError(
+            f"weights: missing tensor {missing[0]!r} (shape {expected[missing[0]]}) required by "
+            f"the {spec.family} spec" + (f"; {len(missing) - 1} more missing" if len(missing) > 1
+                                          else "")
+        )
+    extra = [n for n in weights if n not in expected]
+    if extra:
+        raise ValueError(
+            f"weights: unexpected tensor {extra[0]!r} for this {spec.family} spec "
+            f"(bias={spec.bias}, peepholes={spec.peepholes}, proj_size={spec.proj_size}, "
+            f"num_layers={spec.num_layers}, bidirectional={spec.bidirectional})"
+        )
+    for name, shape in expected.items():
+        if weights[name].shape != shape:
+            raise ValueError(
+                f"weights: tensor {name!r} has shape {weights[name].shape}; expected {shape}"
+            )
+    return weights
+
+
+def init_weights(spec: Spec, seed: int = 0, dtype: DTypeLike = np.float32) -> Weights:
+    """Random weights for ``spec``, initialised like torch: uniform in ``±1/sqrt(H)``.
+
+    Values are drawn in float64 and then cast, so the float32 and float64 weights of one
+    seed are the same numbers rounded.
+    """
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(spec.hidden_size)
+    return Weights(
+        {
+            name: rng.uniform(-bound, bound, size=shape).astype(dtype)
+            for name, shape in weight_shapes(spec).items()
+        }
+    )

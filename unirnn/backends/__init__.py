@@ -1,0 +1,68 @@
+"""Backend registry: ``unirnn.build(spec, backend=...)``.
+
+Each backend lives in its own module, which imports its framework; the module is
+imported on first use only, so ``import unirnn`` loads no framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from .._spec import Spec
+
+__all__ = ["BACKENDS", "build", "backend_module"]
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    module: str
+    framework: str | None  # top-level package it needs, None for numpy
+    extra: str | None  # the pip extra that installs it
+
+
+BACKENDS: Mapping[str, BackendInfo] = {
+    "numpy": BackendInfo("unirnn.backends.numpy", None, None),
+    "torch": BackendInfo("unirnn.backends.torch", "torch", "torch"),
+    "keras": BackendInfo("unirnn.backends.keras", "keras", "keras"),
+    "flax": BackendInfo("unirnn.backends.flax", "flax", "flax"),
+}
+
+
+def backend_module(backend: str) -> ModuleType:
+    """Import a backend's module, with a clear error when it or its framework is missing."""
+    try:
+        info = BACKENDS[backend]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}"
+        ) from None
+    if info.framework is not None and importlib.util.find_spec(info.framework) is None:
+        raise ImportError(
+            f"backend {backend!r} needs {info.framework}, which is not installed; "
+            f"install it with: pip install 'unirnn[{info.extra}]'"
+        )
+    return importlib.import_module(info.module)
+
+
+def build(spec: Spec, backend: str = "numpy", weights: Mapping[str, Any] | None = None,
+          **options: Any) -> Any:
+    """Build ``spec`` as a native module of ``backend``.
+
+    Args:
+        spec: what to build.
+        backend: ``"numpy"``, ``"torch"``, ``"keras"`` or ``"flax"``.
+        weights: canonical weights (:class:`unirnn.Weights` or a mapping of the same
+            names); ``None`` initialises them as the framework would.
+        options: passed to the backend (``dtype``, ``batch_first``, ``api``, ...).
+
+    Returns:
+        numpy: :class:`unirnn.backends.numpy.NumpyRNN`; torch: a ``torch.nn.Module``;
+        keras: a Keras layer; flax: a Flax module.
+    """
+    if not isinstance(spec, Spec):
+        raise ValueError(f"build: expected a unirnn.Spec; received {type(spec).__name__}")
+    return backend_module(backend).build(spec, weights=weights, **options)
