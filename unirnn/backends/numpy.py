@@ -15,10 +15,11 @@ from numpy.typing import DTypeLike
 from .._activations import NUMPY_ACTIVATIONS, resolve_activation
 from .._cells import Cell, make_cell
 from .._checks import check_input_shape, check_lengths, check_state_shape, state_shapes
+from .._evaluation import Evaluation
 from .._spec import Spec
 from .._weights import Weights, check_weights, init_weights
 
-__all__ = ["NumpyOps", "NumpyRNN", "build", "reverse_padded"]
+__all__ = ["NumpyOps", "NumpyRNN", "build", "evaluate", "reverse_padded"]
 
 
 class NumpyOps:
@@ -182,6 +183,24 @@ class NumpyRNN:
         if backward:
             out = reverse_padded(out, lengths)
         return out, carry
+
+
+def evaluate(
+    spec: Spec,
+    weights: Mapping[str, Any],
+    x: Any,
+    *,
+    initial_state: Any = None,
+    lengths: Any = None,
+    dtype: DTypeLike = np.float64,
+    cotangent: Any = None,
+) -> Evaluation:
+    """Run on numpy inputs (see :mod:`unirnn._evaluation`); numpy computes no gradients."""
+    if cotangent is not None:
+        raise ValueError("the numpy backend computes no gradients; pass cotangent=None")
+    model = NumpyRNN(spec, weights, dtype=dtype)
+    outputs, state = model(x, initial_state=initial_state, lengths=lengths)
+    return Evaluation(outputs, state if isinstance(state, tuple) else (state,), model.kernel)
 
 
 def build(spec: Spec, weights: Mapping[str, Any] | None = None,
