@@ -119,7 +119,7 @@ class Weights(Mapping[str, np.ndarray]):
 
 
 def check_weights(spec: Spec, weights: Mapping[str, Any]) -> Weights:
-    """Return ``weights`` as :class:`Weights` after checking names and shapes against ``spec``.
+    """Return ``weights`` as :class:`Weights`, in canonical order, after checking names and shapes.
 
     Raises:
         ValueError: a tensor is missing, unexpected, or has the wrong shape; the message
@@ -147,6 +147,8 @@ def check_weights(spec: Spec, weights: Mapping[str, Any]) -> Weights:
             raise ValueError(
                 f"weights: tensor {name!r} has shape {weights[name].shape}; expected {shape}"
             )
+    if list(weights) != list(expected):
+        weights = Weights({name: weights[name] for name in expected})  # canonical order
     return weights
 
 
