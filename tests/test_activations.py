@@ -24,7 +24,9 @@ EXPECTED = {
     "relu": lambda v: max(v, 0.0),
     "identity": lambda v: v,
     "gelu": lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2))),
-    "gelu_tanh": lambda v: 0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3))),
+    "gelu_tanh": lambda v: 0.5 * v * (
+        1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3))
+    ),
     "silu": lambda v: v / (1 + math.exp(-v)),
     "hard_sigmoid": lambda v: min(max(v / 6 + 0.5, 0.0), 1.0),
     "hard_sigmoid(0.2, 0.5)": lambda v: min(max(0.2 * v + 0.5, 0.0), 1.0),

@@ -15,7 +15,9 @@ import unirnn
 import unirnn._file
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(spec=specs())
 def test_save_load_round_trip(tmp_path, spec):
     weights = unirnn.init_weights(spec, seed=1, dtype=np.float64)

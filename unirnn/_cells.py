@@ -11,34 +11,35 @@ The equations are those of :class:`unirnn.Spec` (DESIGN.md, "Cell semantics").
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol
 
 from ._spec import Spec
 
 __all__ = ["Cell", "Ops", "make_cell"]
 
-A = TypeVar("A")  # the backend's array type
+Array = Any
+"""The backend's array type (numpy array, torch tensor, jax array, Keras tensor)."""
 
 
-class Ops(Protocol[A]):
+class Ops(Protocol):
     """What a backend provides for the cell math. Arrays also support ``+ - *``."""
 
     backend: str
     """Key used to look up user-registered activations: numpy, torch, jax or keras."""
 
-    def linear(self, x: A, w: A, b: A | None) -> A:
+    def linear(self, x: Array, w: Array, b: Array | None) -> Array:
         """``x @ w.T (+ b)`` with ``w`` in canonical ``(out, in)`` layout."""
         ...
 
-    def split(self, x: A, sections: int) -> list[A]:
+    def split(self, x: Array, sections: int) -> list[Array]:
         """``sections`` equal parts along the last axis."""
         ...
 
-    def clip(self, x: A, bound: float) -> A:
+    def clip(self, x: Array, bound: float) -> Array:
         """Clamp to ``[-bound, bound]``."""
         ...
 
-    def activation(self, name: str) -> Callable[[A], A]:
+    def activation(self, name: str) -> Callable[[Array], Array]:
         """The one-argument function for an activation name as written in a spec."""
         ...
 
@@ -46,34 +47,34 @@ class Ops(Protocol[A]):
 Carry = tuple[Any, ...]
 
 
-class Cell(Generic[A]):
-    """A family's step function bound to a spec and a backend's ops.
+class Cell:
+    """Array family's step function bound to a spec and a backend's ops.
 
     Activations are resolved once here, not per step.
     """
 
-    def __init__(self, spec: Spec, ops: Ops[A]) -> None:
+    def __init__(self, spec: Spec, ops: Ops) -> None:
         self.spec = spec
         self.ops = ops
         self.act = {role: ops.activation(name) for role, name in spec.activations.items()}
 
-    def prepare(self, params: Mapping[str, A]) -> dict[str, Any]:
+    def prepare(self, params: Mapping[str, Array]) -> dict[str, Any]:
         """Per layer and direction, once: the step's parameters (``w_h``, ``b_h``, ...)."""
         return {"w_h": params["w_h"], "b_h": params.get("b_h")}
 
-    def step(self, p: Mapping[str, Any], xp: A, carry: Carry) -> tuple[Carry, A]:
+    def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
         """One time step: ``xp`` is this step's projected input ``W_x x_t + b_x``."""
         raise NotImplementedError
 
 
-class RNNCell(Cell[A]):
-    def step(self, p: Mapping[str, Any], xp: A, carry: Carry) -> tuple[Carry, A]:
+class RNNCell(Cell):
+    def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
         h = self.act["h"](xp + self.ops.linear(carry[0], p["w_h"], p["b_h"]))
         return (h,), h
 
 
-class GRUCell(Cell[A]):
-    def prepare(self, params: Mapping[str, A]) -> dict[str, Any]:
+class GRUCell(Cell):
+    def prepare(self, params: Mapping[str, Array]) -> dict[str, Any]:
         if self.spec.reset == "after":
             return super().prepare(params)
         # Reset before: r multiplies h ahead of W_hn, so the r/z and n blocks of the
@@ -87,7 +88,7 @@ class GRUCell(Cell[A]):
             "b_hn": None if b_h is None else b_h[2 * H :],
         }
 
-    def step(self, p: Mapping[str, Any], xp: A, carry: Carry) -> tuple[Carry, A]:
+    def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
         ops, act = self.ops, self.act
         (h,) = carry
         x_r, x_z, x_n = ops.split(xp, 3)
@@ -108,8 +109,8 @@ class GRUCell(Cell[A]):
         return (h,), h
 
 
-class LSTMCell(Cell[A]):
-    def prepare(self, params: Mapping[str, A]) -> dict[str, Any]:
+class LSTMCell(Cell):
+    def prepare(self, params: Mapping[str, Array]) -> dict[str, Any]:
         prepared = super().prepare(params)
         if self.spec.peepholes:
             prepared["p_i"], prepared["p_f"], prepared["p_o"] = self.ops.split(params["p"], 3)
@@ -117,7 +118,7 @@ class LSTMCell(Cell[A]):
             prepared["w_r"] = params["w_r"]
         return prepared
 
-    def step(self, p: Mapping[str, Any], xp: A, carry: Carry) -> tuple[Carry, A]:
+    def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
         ops, act, spec = self.ops, self.act, self.spec
         h, c = carry
         a_i, a_f, a_g, a_o = ops.split(xp + ops.linear(h, p["w_h"], p["b_h"]), 4)
@@ -135,9 +136,9 @@ class LSTMCell(Cell[A]):
         return (h, c), h
 
 
-_CELLS: dict[str, type[Cell[Any]]] = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
+_CELLS: dict[str, type[Cell]] = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
 
 
-def make_cell(spec: Spec, ops: Ops[A]) -> Cell[A]:
+def make_cell(spec: Spec, ops: Ops) -> Cell:
     """The cell of ``spec.family`` bound to ``ops``."""
     return _CELLS[spec.family](spec, ops)

@@ -7,6 +7,7 @@ imported on first use only, so ``import unirnn`` loads no framework.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType

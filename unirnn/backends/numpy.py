@@ -81,7 +81,7 @@ class NumpyRNN:
         self.spec = spec
         weights = init_weights(spec, dtype=self.dtype) if weights is None else weights
         self.weights: Weights = check_weights(spec, weights).astype(self.dtype)
-        self.cell: Cell[np.ndarray] = make_cell(spec, NumpyOps())
+        self.cell: Cell = make_cell(spec, NumpyOps())
         self._params = {
             (layer, direction): self.weights.layer(layer, direction)
             for layer in range(spec.num_layers)

@@ -1,0 +1,79 @@
+"""nox sessions: one test session per backend, each with only that framework installed.
+
+    nox                         # every session (what CI runs)
+    nox -s "tests(torch)"       # one backend
+    nox -s lint typecheck
+
+torch is pinned through constraints.txt so no session pulls a multi-GB CUDA build.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.error_on_missing_interpreters = True
+
+CONSTRAINTS = ("-c", "constraints.txt")
+CORE_TESTS = [
+    "tests",
+    "--ignore=tests/torch",
+    "--ignore=tests/flax",
+    "--ignore=tests/keras",
+    "--ignore=tests/cross",
+]
+
+# backend id -> (what to pip install, pytest arguments, extra environment)
+BACKENDS = {
+    "numpy": ([".[test]"], CORE_TESTS, {}),
+    "torch": ([".[torch,test]"], ["tests/torch"], {"UNIRNN_REQUIRE": "torch"}),
+    "flax": ([".[flax,test]"], ["tests/flax"], {"UNIRNN_REQUIRE": "jax,flax"}),
+    "keras-tensorflow": (
+        [".[keras,test]"],
+        ["tests/keras"],
+        {"KERAS_BACKEND": "tensorflow", "UNIRNN_REQUIRE": "keras,tensorflow"},
+    ),
+    "keras-jax": (
+        [".[test]", "keras>=3.5", "jax>=0.4.30"],
+        ["tests/keras"],
+        {"KERAS_BACKEND": "jax", "UNIRNN_REQUIRE": "keras,jax"},
+    ),
+    "keras-torch": (
+        [".[torch,test]", "keras>=3.5"],
+        ["tests/keras"],
+        {"KERAS_BACKEND": "torch", "UNIRNN_REQUIRE": "keras,torch"},
+    ),
+    "cross": (
+        [".[all,test]"],
+        ["tests/cross"],
+        {"UNIRNN_REQUIRE": "torch,jax,flax,keras,tensorflow"},
+    ),
+}
+
+
+@nox.session
+@nox.parametrize("backend", list(BACKENDS), ids=list(BACKENDS))
+def tests(session: nox.Session, backend: str) -> None:
+    """Run one backend's tests with only that backend's framework installed.
+
+    `numpy` runs the core (spec, weights, cells, files, CLI) with no framework at all;
+    `cross` installs every framework and runs the cross-backend equivalence suite.
+    """
+    packages, pytest_args, env = BACKENDS[backend]
+    session.install(*CONSTRAINTS, *packages)
+    session.run("pytest", *pytest_args, *session.posargs, env=env)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the package, tests, benchmarks and this file."""
+    session.install("ruff")
+    session.run("ruff", "check", "unirnn", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over the package (frameworks' types are not required)."""
+    session.install(*CONSTRAINTS, ".", "mypy")
+    session.run("mypy")
