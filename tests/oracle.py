@@ -15,44 +15,51 @@ import numpy as np
 _ERF = np.vectorize(math.erf)
 
 
-def _activation(text: str):
+def _activation(text: str, xp=np):
     name, _, rest = text.partition("(")
     args = [float(a) for a in rest.rstrip(")").split(",")] if rest else []
     if name == "sigmoid":
-        return lambda x: 1.0 / (1.0 + np.exp(-x))
+        return lambda x: 1.0 / (1.0 + xp.exp(-x))
     if name == "tanh":
-        return np.tanh
+        return xp.tanh
     if name == "relu":
-        return lambda x: np.maximum(x, 0.0)
+        return lambda x: xp.maximum(x, 0.0)
     if name == "identity":
         return lambda x: x
     if name == "gelu":
-        return lambda x: 0.5 * x * (1.0 + _ERF(x / math.sqrt(2.0)))
+        erf = _ERF if xp is np else _jax_erf()
+        return lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
     if name == "gelu_tanh":
-        return lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+        return lambda x: 0.5 * x * (1 + xp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
     if name == "silu":
-        return lambda x: x / (1.0 + np.exp(-x))
+        return lambda x: x / (1.0 + xp.exp(-x))
     if name == "hard_sigmoid":
         alpha, beta = args or [1.0 / 6.0, 0.5]
-        return lambda x: np.minimum(np.maximum(alpha * x + beta, 0.0), 1.0)
+        return lambda x: xp.minimum(xp.maximum(alpha * x + beta, 0.0), 1.0)
     if name == "softsign":
-        return lambda x: x / (1.0 + np.abs(x))
+        return lambda x: x / (1.0 + xp.abs(x))
     if name == "softplus":
-        return lambda x: np.log(1.0 + np.exp(x))
+        return lambda x: xp.log(1.0 + xp.exp(x))
     if name == "elu":
         (alpha,) = args or [1.0]
-        return lambda x: np.where(x > 0, x, alpha * (np.exp(x) - 1.0))
+        return lambda x: xp.where(x > 0, x, alpha * (xp.exp(xp.minimum(x, 0.0)) - 1.0))
     if name == "leaky_relu":
         (alpha,) = args or [0.01]
-        return lambda x: np.where(x >= 0, x, alpha * x)
+        return lambda x: xp.where(x >= 0, x, alpha * x)
     raise KeyError(f"oracle has no activation {text!r}")
 
 
-def _cell_step(spec, w, x, state):
+def _jax_erf():
+    from jax.scipy.special import erf
+
+    return erf
+
+
+def _cell_step(spec, w, x, state, xp=np):
     """One step of one sample. x: (I,), state: dict of 1-D arrays. Returns (state, y)."""
     H = spec.hidden_size
-    act = {role: _activation(name) for role, name in spec.activations.items()}
-    zero = np.zeros(w["w_x"].shape[0])
+    act = {role: _activation(name, xp) for role, name in spec.activations.items()}
+    zero = xp.zeros(w["w_x"].shape[0])
     b_x = w.get("b_x", zero)
     b_h = w.get("b_h", zero)
     h = state["h"]
@@ -91,7 +98,7 @@ def _cell_step(spec, w, x, state):
     g = act["g"](a_g)
     c_new = f * c + i * g
     if spec.cell_clip is not None:
-        c_new = np.minimum(np.maximum(c_new, -spec.cell_clip), spec.cell_clip)
+        c_new = xp.minimum(xp.maximum(c_new, -spec.cell_clip), spec.cell_clip)
     if p is not None:
         a_o = a_o + p[2 * H : 3 * H] * c_new
     o = act["o"](a_o)
@@ -101,13 +108,15 @@ def _cell_step(spec, w, x, state):
     return {"h": h_new, "c": c_new}, h_new
 
 
-def run(spec, weights, x, initial_state=None, lengths=None):
+def run(spec, weights, x, initial_state=None, lengths=None, xp=np):
     """Run the stack in float64.
 
     x: (N, T, I) batch-major. initial_state: h0 (L*D, N, P) or (h0, c0) for lstm.
     lengths: (N,) or None. Returns (outputs (N, T, D*P), h_n or (h_n, c_n)).
+    ``xp`` is the array namespace: numpy, or ``jax.numpy`` to differentiate the oracle
+    (the code is purely functional for that reason).
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = xp.asarray(x, dtype=xp.float64)
     N, T, _ = x.shape
     D = 2 if spec.bidirectional else 1
     P = spec.proj_size or spec.hidden_size
@@ -115,34 +124,38 @@ def run(spec, weights, x, initial_state=None, lengths=None):
     lengths = [T] * N if lengths is None else [int(v) for v in lengths]
     rows = spec.num_layers * D
     if initial_state is None:
-        h0 = np.zeros((rows, N, P))
-        c0 = np.zeros((rows, N, H))
+        h0 = xp.zeros((rows, N, P))
+        c0 = xp.zeros((rows, N, H))
     elif spec.family == "lstm":
-        h0, c0 = (np.asarray(s, dtype=np.float64) for s in initial_state)
+        h0, c0 = (xp.asarray(s, dtype=xp.float64) for s in initial_state)
     else:
-        h0, c0 = np.asarray(initial_state, dtype=np.float64), np.zeros((rows, N, H))
+        h0, c0 = xp.asarray(initial_state, dtype=xp.float64), xp.zeros((rows, N, H))
 
-    h_n = np.zeros((rows, N, P))
-    c_n = np.zeros((rows, N, H))
+    h_n, c_n = [], []
     layer_in = x
     for layer in range(spec.num_layers):
-        out = np.zeros((N, T, D * P))
+        direction_outputs = []
         for d, direction in enumerate(["forward", "backward"][:D]):
             prefix = f"layer{layer}.{direction}."
             w = {
-                k[len(prefix) :]: np.asarray(v, dtype=np.float64)
+                k[len(prefix) :]: xp.asarray(v, dtype=xp.float64)
                 for k, v in weights.items()
                 if k.startswith(prefix)
             }
             row = layer * D + d
+            per_sample = []
             for n in range(N):
                 L = lengths[n]
-                state = {"h": h0[row, n].copy(), "c": c0[row, n].copy()}
+                state = {"h": h0[row, n], "c": c0[row, n]}
+                ys = [xp.zeros(P)] * T
                 steps = range(L) if direction == "forward" else range(L - 1, -1, -1)
                 for t in steps:
-                    state, y = _cell_step(spec, w, layer_in[n, t], state)
-                    out[n, t, d * P : (d + 1) * P] = y
-                h_n[row, n] = state["h"]
-                c_n[row, n] = state.get("c", 0.0)
-        layer_in = out
+                    state, ys[t] = _cell_step(spec, w, layer_in[n, t], state, xp)
+                per_sample.append(xp.stack(ys))
+                h_n.append(state["h"])
+                c_n.append(state.get("c", c0[row, n]))
+            direction_outputs.append(xp.stack(per_sample))
+        layer_in = xp.concatenate(direction_outputs, axis=-1)
+    h_n = xp.stack(h_n).reshape(rows, N, P)
+    c_n = xp.stack(c_n).reshape(rows, N, H)
     return layer_in, ((h_n, c_n) if spec.family == "lstm" else h_n)

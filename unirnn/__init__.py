@@ -22,14 +22,13 @@ from ._file import load
 from ._file import save_file as save
 from ._spec import FAMILIES, GATE_ORDER, ROLES, Spec, gru, lstm, preset, preset_names, rnn
 from ._weights import Weights, check_weights, init_weights, weight_shapes
-from .backends import BACKENDS, build
+from .backends import BACKENDS, build, explain
 
 __version__ = "0.1.0"
 
 # Framework converters and helpers live in modules that import their framework; they are
 # loaded on first attribute access so that `import unirnn` stays framework-free.
 _LAZY = {
-    "explain": "unirnn.porting.explain",
     "to_torch": "unirnn.porting.torch",
     "from_torch": "unirnn.porting.torch",
     "to_keras": "unirnn.porting.keras",
@@ -48,6 +47,7 @@ __all__ = [
     "Weights",
     "activation_names",
     "build",
+    "explain",
     "check_weights",
     "gru",
     "init_weights",

@@ -15,7 +15,7 @@ from typing import Any
 
 from .._spec import Spec
 
-__all__ = ["BACKENDS", "build", "backend_module"]
+__all__ = ["BACKENDS", "backend_module", "build", "explain"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +67,23 @@ def build(spec: Spec, backend: str = "numpy", weights: Mapping[str, Any] | None 
     if not isinstance(spec, Spec):
         raise ValueError(f"build: expected a unirnn.Spec; received {type(spec).__name__}")
     return backend_module(backend).build(spec, weights=weights, **options)
+
+
+def explain(module: Any) -> str:
+    """Which kernel a module built by :func:`build` runs, and for which spec.
+
+    Example:
+        >>> import unirnn
+        >>> unirnn.explain(unirnn.build(unirnn.gru(3, 4), backend="numpy"))
+        'NumpyRNN runs numpy-loop for gru 3->4 (r=sigmoid, z=sigmoid, n=tanh)'
+    """
+    kernel = getattr(module, "kernel", None)
+    spec = getattr(module, "spec", None)
+    if not isinstance(kernel, str) or not isinstance(spec, Spec):
+        raise ValueError(
+            f"explain: expected a module built by unirnn.build (with .kernel and .spec); "
+            f"received {type(module).__name__}"
+        )
+    roles = ", ".join(f"{role}={name}" for role, name in spec.activations.items())
+    return (f"{type(module).__name__} runs {kernel} for {spec.family} "
+            f"{spec.input_size}->{spec.hidden_size} ({roles})")
