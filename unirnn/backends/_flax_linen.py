@@ -1,0 +1,218 @@
+"""The linen modules of the Flax backend: :class:`UniCell` and :class:`UniRNN`.
+
+Parameters, carries and call options are described in :mod:`unirnn.backends.flax`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from .._cells import make_cell
+from .._spec import Spec
+from ._flax_scan import (
+    KERNEL,
+    Array,
+    JaxOps,
+    _constant,
+    _layer_weights,
+    _recurrent_init,
+    apply_stack,
+    cell_name,
+    cell_tensors,
+    compute_dtype,
+    step_tensors,
+    to_flax_carry,
+    to_internal_carry,
+    zero_carry,
+)
+
+__all__ = ["UniCell", "UniRNN"]
+
+
+class UniCell(nn.RNNCellBase):
+    """A unirnn cell as a Flax cell: ``(carry, x) -> (carry, y)``, one step.
+
+    ``x`` is ``(*batch, in_features)``; the carry is ``h`` ``(*batch, P)`` for rnn and gru,
+    ``(c, h)`` for lstm (Flax's order). Parameters as in the module docstring. Usable
+    alone or under ``nn.RNN``; :class:`UniRNN` instead hoists the input projection.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, unirnn
+        >>> from unirnn.backends.flax import UniCell
+        >>> cell = UniCell(spec=unirnn.gru(3, 4, activations={"z": "gelu"}), in_features=3)
+        >>> x = jnp.ones((2, 3))
+        >>> carry = cell.initialize_carry(jax.random.key(0), x.shape)
+        >>> (carry, y), params = cell.init_with_output(jax.random.key(1), carry, x)
+        >>> y.shape
+        (2, 4)
+
+    Attributes:
+        spec: the cell's spec (``num_layers``/``bidirectional`` are ignored).
+        in_features: input features ``I_k``.
+        dtype: computation dtype (``None``: promote inputs and parameters).
+        param_dtype: parameter dtype (float32).
+        initial: canonical tensors of this layer-direction (``w_x``...) to initialise
+            the parameters with; ``None``: Flax's initialisers (lecun normal input
+            kernel, orthogonal recurrent blocks, zero biases and peepholes).
+    """
+
+    spec: Spec
+    in_features: int
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    initial: Mapping[str, Any] | None = None
+
+    kernel = KERNEL
+
+    def setup(self) -> None:
+        spec = self.spec
+        G, H, P = spec.num_gates, spec.hidden_size, spec.output_size
+        shapes: dict[str, tuple[int, ...]] = {
+            "input_kernel": (self.in_features, G * H), "recurrent_kernel": (P, G * H)
+        }
+        inits: dict[str, Callable[..., Array]] = {
+            "input_kernel": nn.initializers.lecun_normal(),
+            "recurrent_kernel": _recurrent_init(G),
+        }
+        if spec.bias:
+            shapes.update(input_bias=(G * H,), recurrent_bias=(G * H,))
+            inits.update(input_bias=nn.initializers.zeros, recurrent_bias=nn.initializers.zeros)
+        if spec.peepholes:
+            shapes["peepholes"] = (3 * H,)
+            inits["peepholes"] = nn.initializers.zeros
+        if spec.proj_size:
+            shapes["projection_kernel"] = (H, P)
+            inits["projection_kernel"] = nn.initializers.lecun_normal()
+        if self.initial is not None:
+            given = cell_tensors(spec, self.initial)
+            inits = {name: _constant(given[name]) for name in shapes}
+        self.tensors = {
+            name: self.param(name, inits[name], shape, self.param_dtype)
+            for name, shape in shapes.items()
+        }
+        self.cell = make_cell(spec, JaxOps())
+
+    def cast_tensors(self, dtype: Any) -> dict[str, Array]:
+        """The parameters in the computation dtype ``dtype``."""
+        return {name: jnp.asarray(t, dtype) for name, t in self.tensors.items()}
+
+    def __call__(self, carry: Any, inputs: Array) -> tuple[Any, Array]:
+        dtype = compute_dtype(self.dtype, inputs, self.tensors["input_kernel"])
+        tensors = self.cast_tensors(dtype)
+        xp = jnp.asarray(inputs, dtype) @ tensors["input_kernel"]
+        if "input_bias" in tensors:
+            xp = xp + tensors["input_bias"]
+        prepared = self.cell.prepare(step_tensors(self.spec, tensors))
+        internal = tuple(jnp.asarray(s, dtype) for s in to_internal_carry(self.spec, carry))
+        new, y = self.cell.step(prepared, xp, internal)
+        return to_flax_carry(self.spec, new), y
+
+    @nn.nowrap
+    def initialize_carry(self, rng: Array, input_shape: tuple[int, ...]) -> Any:
+        """Zeros: ``h`` ``(*batch, P)``, lstm ``(c, h)``, in ``param_dtype``."""
+        return zero_carry(self.spec, tuple(input_shape[:-1]), self.param_dtype)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+class UniRNN(nn.Module):
+    """A unirnn layer stack as a linen module, scanned with ``lax.scan``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, unirnn
+        >>> model = unirnn.build(unirnn.lstm(3, 5, num_layers=2), backend="flax")
+        >>> x = jnp.ones((2, 7, 3))  # (batch, time, features)
+        >>> variables = model.init(jax.random.key(0), x)
+        >>> y = model.apply(variables, x)
+        >>> y.shape, model.kernel
+        ((2, 7, 5), 'unirnn-scan')
+
+    Call: ``model.apply(variables, inputs, initial_carry=None, seq_lengths=None,
+    deterministic=None, return_carry=None, time_major=None, reverse=None,
+    rngs={"dropout": key})``.
+
+    - ``inputs``: ``(N, T, I)``, or ``(T, N, I)`` with ``time_major=True``.
+    - ``initial_carry``: a tuple of ``L*D`` cell carries in torch's row order, each
+      ``h`` ``(N, P)`` or lstm ``(c (N, H), h (N, P))``; ``None``: zeros.
+    - ``seq_lengths``: ``(N,)`` valid steps per sequence, each in ``[1, T]``: outputs past
+      a sequence's length are zero, its final carry is the one after its last valid step,
+      and backward directions run over the valid steps reversed.
+    - ``deterministic``: ``False`` applies dropout (rate ``spec.dropout``, rng stream
+      ``"dropout"``) to every layer's output but the last.
+    - ``reverse``: run a unidirectional stack right to left (outputs in input order).
+
+    Returns outputs ``(N, T, D*P)`` (``(T, N, D*P)`` time-major) or, with
+    ``return_carry=True``, ``(carry, outputs)`` like ``nn.RNN``.
+
+    Attributes:
+        spec: what to run.
+        weights: canonical weights to initialise the parameters with (``None``: Flax's
+            initialisers, see :class:`UniCell`).
+        time_major, return_carry, reverse, deterministic: defaults of the call options.
+        dtype: computation dtype (``None``: promoted from inputs and parameters);
+            param_dtype: parameter dtype (float32). ``dtype=jnp.bfloat16`` computes in
+            bfloat16.
+        unroll: ``lax.scan`` unroll (1 on CPU).
+        hoist_input: project every step's input in one GEMM before the scan (default);
+            ``False`` projects inside each step (on XLA:CPU, whose runtime runs the
+            per-step input and recurrent GEMMs concurrently, this can be faster).
+    """
+
+    spec: Spec
+    weights: Mapping[str, Any] | None = None
+    time_major: bool = False
+    return_carry: bool = False
+    reverse: bool = False
+    deterministic: bool | None = None
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    unroll: int = 1
+    hoist_input: bool = True
+
+    @property
+    def kernel(self) -> str:
+        """The path it runs: ``"unirnn-scan"``, or ``"unirnn-scan(input-per-step)"``."""
+        return KERNEL if self.hoist_input else f"{KERNEL}(input-per-step)"
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs: Array,
+        *,
+        initial_carry: Any = None,
+        seq_lengths: Array | None = None,
+        deterministic: bool | None = None,
+        return_carry: bool | None = None,
+        time_major: bool | None = None,
+        reverse: bool | None = None,
+    ) -> Any:
+        spec = self.spec
+        time_major = self.time_major if time_major is None else time_major
+        return_carry = self.return_carry if return_carry is None else return_carry
+        reverse = self.reverse if reverse is None else reverse
+        deterministic = nn.merge_param("deterministic", self.deterministic, deterministic) \
+            if spec.dropout > 0 else True
+        cells = {
+            (layer, direction): UniCell(
+                spec, spec.layer_input_size(layer), self.dtype, self.param_dtype,
+                None if self.weights is None else _layer_weights(self.weights, layer, direction),
+                name=cell_name(layer, direction),
+            )
+            for layer in range(spec.num_layers)
+            for direction in spec.directions
+        }
+        dropout = None
+        if spec.dropout > 0 and not deterministic:
+            dropout = nn.Dropout(rate=spec.dropout, deterministic=False)
+        finals, outputs = apply_stack(
+            spec, cells[0, "forward"].cell, {k: c.tensors for k, c in cells.items()}, inputs,
+            initial_carry, seq_lengths, dropout, self.dtype, time_major, reverse, self.unroll,
+            self.hoist_input,
+        )
+        return (finals, outputs) if return_carry else outputs

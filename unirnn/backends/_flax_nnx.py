@@ -1,0 +1,190 @@
+"""The :mod:`flax.nnx` twins of :class:`~unirnn.backends.flax.UniCell` and ``UniRNN``.
+
+Same parameters under the same names (``nnx.state(model, nnx.Param)`` has the tree of
+the linen module's ``params``), same carries, same time loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+from flax import nnx
+from flax.nnx.nn.recurrent import RNNCellBase
+
+from .._cells import make_cell
+from .._spec import Spec
+from ._flax_scan import (
+    KERNEL,
+    JaxOps,
+    _layer_weights,
+    _recurrent_init,
+    apply_stack,
+    cell_name,
+    cell_tensors,
+    compute_dtype,
+    step_tensors,
+    to_flax_carry,
+    to_internal_carry,
+    zero_carry,
+)
+
+__all__ = ["UniCellNNX", "UniRNNNNX"]
+
+
+class UniCellNNX(RNNCellBase):
+    """A unirnn cell as an nnx cell: ``cell(carry, x) -> (carry, y)``.
+
+    Carry ``h`` ``(*batch, P)``, lstm ``(c, h)`` (Flax's order). Parameters are
+    ``nnx.Param`` attributes ``input_kernel`` ``(I, G*H)``, ``recurrent_kernel``
+    ``(P, G*H)``, ``input_bias``, ``recurrent_bias``, ``peepholes``, ``projection_kernel``
+    as in :mod:`unirnn.backends.flax`.
+
+    Args:
+        spec: the cell's spec (``num_layers``/``bidirectional`` ignored).
+        in_features: input features ``I``.
+        weights: canonical weights of a single-layer spec (``layer0.forward.*``) or one
+            layer-direction's short names (``w_x``...); ``None``: Flax's initialisers.
+        dtype: computation dtype (``None``: promoted); param_dtype: float32 by default.
+        rngs: ``nnx.Rngs`` for the initialisers (needed when ``weights`` is ``None``).
+    """
+
+    kernel = KERNEL
+
+    def __init__(self, spec: Spec, in_features: int, *, weights: Mapping[str, Any] | None = None,
+                 dtype: Any = None, param_dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs | None = None) -> None:
+        self.spec = spec
+        self.in_features = in_features
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        G, H, P = spec.num_gates, spec.hidden_size, spec.output_size
+        shapes: dict[str, tuple[int, ...]] = {
+            "input_kernel": (in_features, G * H), "recurrent_kernel": (P, G * H)
+        }
+        inits: dict[str, Any] = {
+            "input_kernel": nnx.initializers.lecun_normal(),
+            "recurrent_kernel": _recurrent_init(G),
+        }
+        if spec.bias:
+            shapes.update(input_bias=(G * H,), recurrent_bias=(G * H,))
+            inits.update(input_bias=nnx.initializers.zeros, recurrent_bias=nnx.initializers.zeros)
+        if spec.peepholes:
+            shapes["peepholes"] = (3 * H,)
+            inits["peepholes"] = nnx.initializers.zeros
+        if spec.proj_size:
+            shapes["projection_kernel"] = (H, P)
+            inits["projection_kernel"] = nnx.initializers.lecun_normal()
+        if weights is not None:
+            layer = weights if "w_x" in weights else _layer_weights(weights, 0, "forward")
+            given = cell_tensors(spec, layer)
+            for name in shapes:
+                setattr(self, name, nnx.Param(jnp.asarray(given[name], param_dtype)))
+        else:
+            if rngs is None:
+                raise ValueError("rngs: expected nnx.Rngs to initialise the parameters "
+                                 "(or pass weights); received None")
+            for name, shape in shapes.items():
+                setattr(self, name, nnx.Param(inits[name](rngs.params(), shape, param_dtype)))
+        self._names = nnx.static(tuple(shapes))
+        self.cell = nnx.static(make_cell(spec, JaxOps()))
+
+    @property
+    def tensors(self) -> dict[str, Any]:
+        """The parameter arrays by name."""
+        return {name: getattr(self, name)[...] for name in self._names}
+
+    def __call__(self, carry: Any, inputs: Any) -> tuple[Any, Any]:  # type: ignore[override]
+        tensors = self.tensors
+        dtype = compute_dtype(self.dtype, inputs, tensors["input_kernel"])
+        tensors = {k: jnp.asarray(v, dtype) for k, v in tensors.items()}
+        xp = jnp.asarray(inputs, dtype) @ tensors["input_kernel"]
+        if "input_bias" in tensors:
+            xp = xp + tensors["input_bias"]
+        prepared = self.cell.prepare(step_tensors(self.spec, tensors))
+        internal = tuple(jnp.asarray(s, dtype) for s in to_internal_carry(self.spec, carry))
+        new, y = self.cell.step(prepared, xp, internal)
+        return to_flax_carry(self.spec, new), y
+
+    def initialize_carry(self, input_shape: tuple[int, ...], rngs: Any = None,
+                         carry_init: Any = None) -> Any:
+        """Zeros: ``h`` ``(*batch, P)``, lstm ``(c, h)``, in ``param_dtype``."""
+        return zero_carry(self.spec, tuple(input_shape[:-1]), self.param_dtype)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+class UniRNNNNX(nnx.Module):
+    """A unirnn layer stack as an nnx module (the twin of :class:`~unirnn.backends.flax.UniRNN`).
+
+    ``model(inputs, initial_carry=None, seq_lengths=None, deterministic=None,
+    return_carry=None, time_major=None, reverse=None)``, with the meanings of
+    ``UniRNN``. Dropout between layers is an ``nnx.Dropout`` (``model.train()`` /
+    ``model.eval()`` or ``deterministic=`` switch it); its rng stream is ``rngs.dropout``.
+
+    Example:
+        >>> import jax.numpy as jnp, unirnn
+        >>> from flax import nnx
+        >>> model = unirnn.build(unirnn.gru(3, 4, bidirectional=True), backend="flax",
+        ...                      api="nnx", rngs=nnx.Rngs(0))
+        >>> model(jnp.ones((2, 5, 3))).shape
+        (2, 5, 8)
+
+    Attributes:
+        spec: what it runs; ``layer{k}_{direction}``: a :class:`UniCellNNX` per layer and
+        direction; kernel: ``"unirnn-scan"`` (``"unirnn-scan(input-per-step)"`` with
+        ``hoist_input=False``).
+    """
+
+    @property
+    def kernel(self) -> str:
+        return KERNEL if self.hoist_input else f"{KERNEL}(input-per-step)"
+
+    def __init__(self, spec: Spec, *, weights: Mapping[str, Any] | None = None,
+                 time_major: bool = False, return_carry: bool = False, reverse: bool = False,
+                 dtype: Any = None, param_dtype: Any = jnp.float32, unroll: int = 1,
+                 hoist_input: bool = True, rngs: nnx.Rngs | None = None) -> None:
+        self.spec = spec
+        self.hoist_input = hoist_input
+        self.time_major = time_major
+        self.return_carry = return_carry
+        self.reverse = reverse
+        self.dtype = dtype
+        self.unroll = unroll
+        for layer in range(spec.num_layers):
+            for direction in spec.directions:
+                layer_weights = None if weights is None else _layer_weights(weights, layer,
+                                                                            direction)
+                setattr(self, cell_name(layer, direction), UniCellNNX(
+                    spec, spec.layer_input_size(layer), weights=layer_weights, dtype=dtype,
+                    param_dtype=param_dtype, rngs=rngs,
+                ))
+        self.dropout = nnx.Dropout(spec.dropout, rngs=rngs) if spec.dropout > 0 else None
+
+    def __call__(self, inputs: Any, *, initial_carry: Any = None, seq_lengths: Any = None,
+                 deterministic: bool | None = None, return_carry: bool | None = None,
+                 time_major: bool | None = None, reverse: bool | None = None) -> Any:
+        spec = self.spec
+        cells = {
+            (layer, direction): getattr(self, cell_name(layer, direction))
+            for layer in range(spec.num_layers)
+            for direction in spec.directions
+        }
+        dropout = None
+        if self.dropout is not None:
+            module = self.dropout
+
+            def dropout(x: Any) -> Any:
+                return module(x, deterministic=deterministic)
+
+        finals, outputs = apply_stack(
+            spec, cells[0, "forward"].cell, {k: c.tensors for k, c in cells.items()}, inputs,
+            initial_carry, seq_lengths, dropout, self.dtype,
+            self.time_major if time_major is None else time_major,
+            self.reverse if reverse is None else reverse, self.unroll, self.hoist_input,
+        )
+        return_carry = self.return_carry if return_carry is None else return_carry
+        return (finals, outputs) if return_carry else outputs

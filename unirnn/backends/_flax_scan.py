@@ -1,0 +1,373 @@
+"""The jax half of the Flax backend, shared by its linen and nnx modules.
+
+The jax ops and activations, the parameter layout (canonical weights <-> fused Flax
+kernels), carry conversions and the time loop as pure functions over arrays. Layouts and
+carries are described in :mod:`unirnn.backends.flax`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._activations import BUILTIN_NAMES, resolve_activation
+from .._cells import Cell
+from .._checks import check_input_shape, check_lengths
+from .._spec import Spec
+
+KERNEL = "unirnn-scan"
+"""The path every Flax module runs: hoisted input GEMM + ``lax.scan`` of the fused cell."""
+
+Array = Any
+
+
+def _hard_sigmoid(x: Array, alpha: float, beta: float) -> Array:
+    return jnp.clip(alpha * x + beta, 0.0, 1.0)
+
+
+def _elu(x: Array, alpha: float) -> Array:
+    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0.0)))
+
+
+JAX_ACTIVATIONS: Mapping[str, Callable[..., Array]] = {
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "identity": lambda x: x,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "silu": jax.nn.silu,
+    "hard_sigmoid": _hard_sigmoid,
+    "softsign": lambda x: x / (1.0 + jnp.abs(x)),
+    "softplus": jax.nn.softplus,
+    "elu": _elu,
+    "leaky_relu": lambda x, alpha: jnp.where(x >= 0, x, alpha * x),
+}
+"""jax implementations of every built-in activation (formulas in :mod:`unirnn._activations`)."""
+
+assert set(JAX_ACTIVATIONS) == set(BUILTIN_NAMES), "every built-in activation needs a jax form"
+
+
+class Kernel:
+    """A Flax ``(in, out)`` kernel standing in for the canonical ``(out, in)`` weight ``w``.
+
+    The shared cells slice canonical rows (``w_h[:2*H]``) and call ``linear(x, w, b)``;
+    with a ``Kernel`` those become column slices and a plain ``x @ kernel``, so no
+    transpose is left inside the scanned step (XLA cannot fold one across the loop).
+    """
+
+    __slots__ = ("kernel",)
+
+    def __init__(self, kernel: Array) -> None:
+        self.kernel = kernel
+
+    def __getitem__(self, rows: slice) -> Kernel:
+        return Kernel(self.kernel[:, rows])
+
+
+class JaxOps:
+    """The :class:`unirnn._cells.Ops` of jax: ``linear`` is ``x @ w.T (+ b)``.
+
+    ``w`` is a canonical ``(out, in)`` array or a :class:`Kernel` (``x @ kernel``).
+    """
+
+    backend = "jax"
+
+    def linear(self, x: Array, w: Array | Kernel, b: Array | None) -> Array:
+        y = x @ w.kernel if isinstance(w, Kernel) else x @ w.T
+        return y if b is None else y + b
+
+    def split(self, x: Array, sections: int) -> list[Array]:
+        return jnp.split(x, sections, axis=-1)
+
+    def clip(self, x: Array, bound: float) -> Array:
+        return jnp.clip(x, -bound, bound)
+
+    def activation(self, name: str) -> Callable[[Array], Array]:
+        return resolve_activation(name, "jax", JAX_ACTIVATIONS)
+
+
+# -- parameter layout ------------------------------------------------------------------
+
+
+def cell_tensors(spec: Spec, layer_weights: Mapping[str, Any]) -> dict[str, Any]:
+    """One layer-direction's canonical tensors (``w_x``...) as the cell's Flax parameters.
+
+    Works on numpy and jax arrays alike (only ``.T``), so it is traceable.
+    """
+    tensors = {
+        "input_kernel": layer_weights["w_x"].T,
+        "recurrent_kernel": layer_weights["w_h"].T,
+    }
+    if spec.bias:
+        tensors["input_bias"] = layer_weights["b_x"]
+        tensors["recurrent_bias"] = layer_weights["b_h"]
+    if spec.peepholes:
+        tensors["peepholes"] = layer_weights["p"]
+    if spec.proj_size:
+        tensors["projection_kernel"] = layer_weights["w_r"].T
+    return tensors
+
+
+def canonical_tensors(spec: Spec, tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`cell_tensors`: Flax cell parameters to canonical short names."""
+    layer = {"w_x": tensors["input_kernel"].T, "w_h": tensors["recurrent_kernel"].T}
+    if spec.bias:
+        layer["b_x"] = tensors["input_bias"]
+        layer["b_h"] = tensors["recurrent_bias"]
+    if spec.peepholes:
+        layer["p"] = tensors["peepholes"]
+    if spec.proj_size:
+        layer["w_r"] = tensors["projection_kernel"].T
+    return layer
+
+
+def step_tensors(spec: Spec, tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """What :meth:`unirnn._cells.Cell.prepare` takes, with kernels as :class:`Kernel`."""
+    step: dict[str, Any] = {"w_h": Kernel(tensors["recurrent_kernel"]),
+                            "b_h": tensors.get("recurrent_bias")}
+    if spec.peepholes:
+        step["p"] = tensors["peepholes"]
+    if spec.proj_size:
+        step["w_r"] = Kernel(tensors["projection_kernel"])
+    return step
+
+
+def cell_name(layer: int, direction: str) -> str:
+    """The submodule holding one layer-direction's parameters: ``layer{k}_{direction}``."""
+    return f"layer{layer}_{direction}"
+
+
+# -- the time loop (pure functions shared by linen and nnx) ----------------------------
+
+
+def to_internal_carry(spec: Spec, carry: Any) -> tuple[Array, ...]:
+    """Flax carry (``h`` or lstm ``(c, h)``) to the shared cells' ``(h,)`` / ``(h, c)``."""
+    if spec.family == "lstm":
+        c, h = carry
+        return (h, c)
+    return (carry,)
+
+
+def to_flax_carry(spec: Spec, carry: tuple[Array, ...]) -> Any:
+    """The shared cells' ``(h,)`` / ``(h, c)`` to Flax's ``h`` / ``(c, h)``."""
+    if spec.family == "lstm":
+        h, c = carry
+        return (c, h)
+    return carry[0]
+
+
+def zero_carry(spec: Spec, batch_dims: tuple[int, ...], dtype: Any) -> Any:
+    """Flax-ordered zero carry: ``h`` ``(*batch, P)``; lstm ``(c (*batch, H), h)``."""
+    h = jnp.zeros((*batch_dims, spec.output_size), dtype)
+    if spec.family == "lstm":
+        return (jnp.zeros((*batch_dims, spec.hidden_size), dtype), h)
+    return h
+
+
+def reverse_padded(x: Array, lengths: Array | None) -> Array:
+    """Reverse time-major ``x`` ``(T, N, ...)`` within each sequence's first ``lengths[n]`` steps.
+
+    Padded steps stay in place, so a backward direction sees exactly the valid steps
+    reversed (PackedSequence's meaning; DESIGN.md "Variable lengths").
+    """
+    if lengths is None:
+        return x[::-1]
+    steps = x.shape[0]
+    t = jnp.arange(steps)[:, None]
+    index = jnp.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+    return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=0)
+
+
+def compute_dtype(dtype: Any, *arrays: Array) -> Any:
+    """``dtype`` if given, else the promoted dtype of ``arrays`` (Flax's ``promote_dtype``)."""
+    return jnp.dtype(dtype) if dtype is not None else jnp.result_type(*arrays)
+
+
+def run_direction(
+    cell: Cell,
+    tensors: Mapping[str, Array],
+    x: Array,
+    carry: tuple[Array, ...],
+    mask: Array | None,
+    lengths: Array | None,
+    backward: bool,
+    unroll: int = 1,
+    hoist_input: bool = True,
+) -> tuple[Array, tuple[Array, ...]]:
+    """Scan one direction over time-major ``x`` ``(T, N, I_k)``.
+
+    Returns outputs ``(T, N, P)`` (zero at padded steps, in input order) and the internal
+    carry after each sequence's last valid step. ``mask`` is ``(T, N, 1)`` or ``None``.
+    ``hoist_input``: project every step's input in one GEMM ahead of the scan (default);
+    ``False`` projects inside each step instead.
+    """
+    if backward:
+        x = reverse_padded(x, lengths)
+    kernel, bias = tensors["input_kernel"], tensors.get("input_bias")
+
+    def project(x: Array) -> Array:
+        return x @ kernel if bias is None else x @ kernel + bias
+
+    xs = project(x) if hoist_input else x  # every step's input projection in one GEMM
+    prepared = cell.prepare(step_tensors(cell.spec, tensors))
+
+    def step(carry: tuple[Array, ...], inputs: Any) -> tuple[tuple[Array, ...], Array]:
+        x_t, valid = inputs if mask is not None else (inputs, None)
+        new, y = cell.step(prepared, x_t if hoist_input else project(x_t), carry)
+        if valid is None:
+            return new, y
+        new = tuple(jnp.where(valid, n, o) for n, o in zip(new, carry))
+        return new, jnp.where(valid, y, jnp.zeros_like(y))
+
+    carry, out = jax.lax.scan(step, carry, xs if mask is None else (xs, mask), unroll=unroll)
+    if backward:
+        out = reverse_padded(out, lengths)
+    return out, carry
+
+
+def run_stack(
+    spec: Spec,
+    cell: Cell,
+    tensors: Mapping[tuple[int, str], Mapping[str, Array]],
+    x: Array,
+    carries: list[Any],
+    lengths: Array | None,
+    dropout: Callable[[Array], Array] | None,
+    reverse: bool = False,
+    unroll: int = 1,
+    hoist_input: bool = True,
+) -> tuple[Array, tuple[Any, ...]]:
+    """Run every layer and direction over time-major ``x`` ``(T, N, I)``.
+
+    ``carries`` holds one Flax-ordered cell carry per (layer, direction) in torch's row
+    order; ``dropout`` is applied to every layer's output but the last. ``reverse``
+    runs a unidirectional stack right to left (outputs stay in input order).
+    Returns outputs ``(T, N, D*P)`` and the final carries, in the same order.
+    """
+    steps = x.shape[0]
+    mask = None
+    if lengths is not None:
+        mask = (jnp.arange(steps)[:, None] < lengths[None, :])[..., None]
+    finals: list[Any] = []
+    layer_input = x
+    for layer in range(spec.num_layers):
+        outputs = []
+        for d, direction in enumerate(spec.directions):
+            row = layer * spec.num_directions + d
+            backward = (direction == "backward") != reverse
+            out, carry = run_direction(
+                cell, tensors[layer, direction], layer_input,
+                to_internal_carry(spec, carries[row]), mask, lengths, backward, unroll,
+                hoist_input,
+            )
+            outputs.append(out)
+            finals.append(to_flax_carry(spec, carry))
+        layer_input = jnp.concatenate(outputs, axis=-1) if len(outputs) > 1 else outputs[0]
+        if dropout is not None and layer < spec.num_layers - 1:
+            layer_input = dropout(layer_input)
+    return layer_input, tuple(finals)
+
+
+def _concrete_lengths(seq_lengths: Any, batch: int, steps: int) -> Array | None:
+    """Validate ``seq_lengths`` when its values are known (not under ``jit``)."""
+    if seq_lengths is None:
+        return None
+    if not isinstance(seq_lengths, jax.core.Tracer):
+        check_lengths(np.asarray(seq_lengths), batch, steps)
+    return jnp.asarray(seq_lengths, jnp.int32)
+
+
+def apply_stack(
+    spec: Spec,
+    cell: Cell,
+    params: Mapping[tuple[int, str], Mapping[str, Array]],
+    inputs: Array,
+    initial_carry: Any,
+    seq_lengths: Array | None,
+    dropout: Callable[[Array], Array] | None,
+    dtype: Any,
+    time_major: bool,
+    reverse: bool,
+    unroll: int,
+    hoist_input: bool = True,
+) -> tuple[tuple[Any, ...], Array]:
+    """Check the call, cast to the computation dtype and run :func:`run_stack`.
+
+    Shared by the linen and nnx layers; returns ``(final carries, outputs)`` in the
+    input's layout.
+    """
+    if reverse and spec.bidirectional:
+        raise ValueError("reverse: expected a unidirectional spec; received bidirectional=True")
+    check_input_shape(spec, tuple(inputs.shape), "(T, N, I)" if time_major else "(N, T, I)")
+    x = inputs if time_major else jnp.swapaxes(inputs, 0, 1)
+    steps, batch = x.shape[:2]
+    lengths = _concrete_lengths(seq_lengths, batch, steps)
+    dtype = compute_dtype(dtype, x, params[0, "forward"]["input_kernel"])
+    tensors = {
+        key: {name: jnp.asarray(t, dtype) for name, t in p.items()} for key, p in params.items()
+    }
+    carries = _carries(spec, initial_carry, batch, dtype)
+    outputs, finals = run_stack(
+        spec, cell, tensors, jnp.asarray(x, dtype), carries, lengths, dropout, reverse, unroll,
+        hoist_input,
+    )
+    return finals, (outputs if time_major else jnp.swapaxes(outputs, 0, 1))
+
+
+
+def _layer_weights(weights: Mapping[str, Any], layer: int, direction: str) -> dict[str, Any]:
+    prefix = f"layer{layer}.{direction}."
+    return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+
+
+def _carries(spec: Spec, initial_carry: Any, batch: int, dtype: Any) -> list[Any]:
+    """The layer carry as a list of Flax-ordered cell carries, checked and cast."""
+    rows = spec.num_layers * spec.num_directions
+    if initial_carry is None:
+        return [zero_carry(spec, (batch,), dtype) for _ in range(rows)]
+    if not isinstance(initial_carry, (tuple, list)) or len(initial_carry) != rows:
+        raise ValueError(
+            f"initial_carry: expected a tuple of {rows} cell carries (one per layer and "
+            f"direction); received {type(initial_carry).__name__}"
+            + (f" of length {len(initial_carry)}" if isinstance(initial_carry, (tuple, list))
+               else "")
+        )
+    expected = zero_carry(spec, (batch,), dtype)
+    carries = []
+    for row, carry in enumerate(initial_carry):
+        leaves, shapes = jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(expected)
+        if len(leaves) != len(shapes) or any(
+            tuple(a.shape) != tuple(b.shape) for a, b in zip(leaves, shapes)
+        ):
+            raise ValueError(
+                f"initial_carry[{row}]: expected shapes "
+                f"{jax.tree_util.tree_map(lambda a: tuple(a.shape), expected)} "
+                f"({'(c, h)' if spec.family == 'lstm' else 'h'}); received "
+                f"{jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), carry)}"
+            )
+        carries.append(jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), carry))
+    return carries
+
+
+# -- initialisers ------------------------------------------------------------------------
+
+
+def _constant(value: Any) -> Callable[..., Array]:
+    return lambda key, shape, dtype: jnp.asarray(value, dtype)
+
+
+def _recurrent_init(gates: int) -> Callable[..., Array]:
+    """Flax cells' orthogonal recurrent init, one ``(P, H)`` block per gate."""
+    orthogonal = jax.nn.initializers.orthogonal()
+
+    def init(key: Array, shape: tuple[int, int], dtype: Any) -> Array:
+        rows, cols = shape
+        keys = jax.random.split(key, gates)
+        return jnp.concatenate([orthogonal(k, (rows, cols // gates), dtype) for k in keys], -1)
+
+    return init

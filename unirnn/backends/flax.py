@@ -1,0 +1,208 @@
+"""The Flax/JAX backend: a Flax cell (``nn.RNNCellBase``) and a layer stack run by ``lax.scan``.
+
+``unirnn.build(spec, backend="flax")`` gives a :class:`UniRNN` linen module (``api="nnx"``
+gives the :mod:`flax.nnx` twin, :class:`unirnn.backends._flax_nnx.UniRNNNNX`).
+
+Parameters, per layer and direction (a submodule named ``layer{k}_{direction}``), with
+``G`` gates, hidden size ``H``, emitted size ``P`` (``proj_size`` or ``H``) and layer input
+size ``I_k``; kernels are in Flax's ``(in, out)`` layout, gate column blocks in the
+canonical order (lstm i, f, g, o; gru r, z, n)::
+
+    input_kernel       (I_k, G*H)   = w_x.T
+    recurrent_kernel   (P, G*H)     = w_h.T
+    input_bias         (G*H,)       = b_x      (bias=True)
+    recurrent_bias     (G*H,)       = b_h      (bias=True)
+    peepholes          (3*H,)       = p        (peepholes=True; i, f, o)
+    projection_kernel  (H, P)       = w_r.T    (proj_size > 0)
+
+Carry: the cell's carry is Flax's: ``h`` for rnn and gru, ``(c, h)`` for lstm (the order
+of ``nn.LSTMCell``; torch and unirnn's ``evaluate`` use ``(h, c)``). The layer's carry is a
+tuple of cell carries, one per layer and direction, in torch's row order (layer 0
+forward, layer 0 backward, layer 1 forward, ...).
+
+Speed: the input projection of all steps is one GEMM ahead of the scan; each step runs
+one fused ``(P, G*H)`` recurrent GEMM and the shared cell math (:mod:`unirnn._cells`),
+which XLA fuses under ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._checks import check_input_shape, check_lengths, check_state_shape, state_shapes
+from .._evaluation import Evaluation
+from .._spec import Spec
+from .._weights import check_weights, weight_shapes
+from ._flax_linen import UniCell, UniRNN
+from ._flax_scan import (
+    JAX_ACTIVATIONS,
+    KERNEL,
+    Array,
+    JaxOps,
+    Kernel,
+    _layer_weights,
+    canonical_tensors,
+    cell_name,
+    cell_tensors,
+    to_flax_carry,
+    to_internal_carry,
+)
+
+__all__ = [
+    "JAX_ACTIVATIONS",
+    "JaxOps",
+    "KERNEL",
+    "Kernel",
+    "UniCell",
+    "UniRNN",
+    "build",
+    "canonical_tensors",
+    "cell_tensors",
+    "evaluate",
+    "variables_from_weights",
+]
+
+
+# -- build and evaluate ------------------------------------------------------------------
+
+
+def build(spec: Spec, weights: Mapping[str, Any] | None = None, *, api: str = "linen",
+          module: str = "layer", **options: Any) -> Any:
+    """``unirnn.build(spec, backend="flax", weights=None, api="linen", module="layer", ...)``.
+
+    Args:
+        spec: what to build.
+        weights: canonical weights; the module's ``init`` returns them (cast to
+            ``param_dtype``). ``None``: Flax's initialisers.
+        api: ``"linen"`` (:class:`UniRNN`, :class:`UniCell`) or ``"nnx"``
+            (:class:`~unirnn.backends._flax_nnx.UniRNNNNX`, ``UniCellNNX``; pass
+            ``rngs=nnx.Rngs(0)``).
+        module: ``"layer"`` (the scanned stack) or ``"cell"`` (one step; the spec must be
+            single-layer and unidirectional).
+        options: the module's attributes (``dtype``, ``param_dtype``, ``time_major``,
+            ``unroll``...; nnx: ``rngs``).
+    """
+    if weights is not None:
+        weights = check_weights(spec, weights)
+    if api not in ("linen", "nnx"):
+        raise ValueError(f"api: expected 'linen' or 'nnx'; received {api!r}")
+    if module not in ("layer", "cell"):
+        raise ValueError(f"module: expected 'layer' or 'cell'; received {module!r}")
+    if module == "cell" and (spec.num_layers != 1 or spec.bidirectional):
+        raise ValueError(
+            f"module='cell': expected a single-layer unidirectional spec; received "
+            f"num_layers={spec.num_layers}, bidirectional={spec.bidirectional}"
+        )
+    if api == "nnx":
+        from . import _flax_nnx
+
+        if module == "cell":
+            return _flax_nnx.UniCellNNX(spec, spec.input_size, weights=weights, **options)
+        return _flax_nnx.UniRNNNNX(spec, weights=weights, **options)
+    if module == "cell":
+        initial = None if weights is None else _layer_weights(weights, 0, "forward")
+        return UniCell(spec, spec.input_size, initial=initial, **options)
+    return UniRNN(spec, weights, **options)
+
+
+def variables_from_weights(spec: Spec, weights: Mapping[str, Any], dtype: Any = None
+                           ) -> dict[str, Any]:
+    """``{"params": {layer{k}_{direction}: cell tensors}}`` from canonical weights.
+
+    Traceable: with jax arrays in ``weights`` it is a pure jax function.
+    """
+    params = {}
+    for layer in range(spec.num_layers):
+        for direction in spec.directions:
+            tensors = cell_tensors(spec, _layer_weights(weights, layer, direction))
+            if dtype is not None:
+                tensors = {k: jnp.asarray(v, dtype) for k, v in tensors.items()}
+            params[cell_name(layer, direction)] = tensors
+    return {"params": params}
+
+
+def evaluate(
+    spec: Spec,
+    weights: Mapping[str, Any],
+    x: Any,
+    *,
+    initial_state: Any = None,
+    lengths: Any = None,
+    dtype: Any = "float64",
+    cotangent: Any = None,
+    **options: Any,
+) -> Evaluation:
+    """Run :class:`UniRNN` on numpy inputs (see :mod:`unirnn._evaluation`).
+
+    ``x`` ``(N, T, I)``; ``initial_state`` torch-ordered ``h0`` ``(L*D, N, P)`` or lstm
+    ``(h0, c0)``; ``dtype`` ``"float64"`` needs ``jax_enable_x64``. With ``cotangent``
+    ``(N, T, D*P)``, ``grads`` holds ``d sum(outputs * cotangent)`` for ``"x"`` and every
+    canonical weight (computed with ``jax.vjp``). ``options``: ``api="linen"`` (default,
+    :class:`UniRNN`) or ``"nnx"`` (``UniRNNNNX``), and the module's attributes
+    (``hoist_input``, ``unroll``...).
+    """
+    np_dtype = np.dtype(dtype)
+    if np_dtype == np.float64 and not jax.config.read("jax_enable_x64"):
+        raise ValueError("dtype float64: expected jax_enable_x64 to be on; it is off "
+                         "(jax.config.update('jax_enable_x64', True))")
+    weights = check_weights(spec, weights)
+    x = np.asarray(x)
+    check_input_shape(spec, tuple(x.shape))
+    batch, steps = x.shape[:2]
+    if lengths is not None:
+        lengths = check_lengths(lengths, batch, steps)
+    carry = None
+    if initial_state is not None:
+        shapes = state_shapes(spec, batch)
+        given = tuple(initial_state) if spec.family == "lstm" else (initial_state,)
+        if len(given) != len(shapes):
+            raise ValueError(f"initial state: expected {len(shapes)} arrays; received "
+                             f"{len(given)}")
+        arrays = [np.asarray(s, np_dtype) for s in given]
+        for name, array, shape in zip(("h0", "c0"), arrays, shapes):
+            check_state_shape(spec, name, array.shape, shape)
+        carry = tuple(
+            to_flax_carry(spec, tuple(jnp.asarray(a[row]) for a in arrays))
+            for row in range(shapes[0][0])
+        )
+    api = options.pop("api", "linen")
+    if api not in ("linen", "nnx"):
+        raise ValueError(f"api: expected 'linen' or 'nnx'; received {api!r}")
+    kernel = KERNEL if options.get("hoist_input", True) else f"{KERNEL}(input-per-step)"
+    names = list(weight_shapes(spec))
+
+    def run(x_in: Array, canonical: dict[str, Array]) -> tuple[Array, Any]:
+        if api == "nnx":
+            from ._flax_nnx import UniRNNNNX
+
+            nnx_model = UniRNNNNX(spec, weights=canonical, dtype=np_dtype, param_dtype=np_dtype,
+                                  return_carry=True, **options)
+            finals, out = nnx_model(x_in, initial_carry=carry, seq_lengths=lengths)
+            return out, finals
+        model = UniRNN(spec, dtype=np_dtype, param_dtype=np_dtype, return_carry=True, **options)
+        variables = variables_from_weights(spec, canonical, np_dtype)
+        finals, out = model.apply(variables, x_in, initial_carry=carry, seq_lengths=lengths)
+        return out, finals
+
+    x_j = jnp.asarray(x, np_dtype)
+    canonical = {n: jnp.asarray(weights[n], np_dtype) for n in names}
+    grads = None
+    if cotangent is None:
+        outputs, finals = jax.jit(run)(x_j, canonical)
+    else:
+        (outputs, finals), vjp = jax.vjp(jax.jit(run), x_j, canonical)
+        cot = jnp.asarray(np.asarray(cotangent), np_dtype)
+        if cot.shape != outputs.shape:
+            raise ValueError(f"cotangent: expected shape {tuple(outputs.shape)}; received "
+                             f"{tuple(cot.shape)}")
+        zero_finals = jax.tree_util.tree_map(jnp.zeros_like, finals)
+        g_x, g_w = vjp((cot, zero_finals))
+        grads = {"x": np.asarray(g_x), **{n: np.asarray(g_w[n]) for n in names}}
+    internal = [to_internal_carry(spec, f) for f in finals]
+    state = tuple(np.stack([np.asarray(c[i]) for c in internal]) for i in range(len(internal[0])))
+    return Evaluation(np.asarray(outputs), state, kernel, grads)
