@@ -318,14 +318,26 @@ def _keras_rows(cases: list[Case], dtypes: list[str],
 
 
 def run_check(cases: list[Case], dtypes: Iterable[str] = ("float64", "float32"),
-              gradients: bool = True, keras: bool = True) -> list[CheckRow]:
-    """Every installed backend on every case; one row per (case, backend, device, dtype)."""
+              gradients: bool = True, keras: bool = True, keras_in_process: bool = False
+              ) -> list[CheckRow]:
+    """Every installed backend on every case; one row per (case, backend, device, dtype).
+
+    ``keras`` runs Keras on each installed Keras backend, one subprocess each;
+    ``keras_in_process`` runs it here instead, on this process's Keras backend only.
+    """
     dtypes = list(dtypes)
     references = []
     for case in cases:
         reference = _evaluate("numpy", case, "float64")
         references.append((reference, finite_difference_gradients(case) if gradients else None))
-    rows = _run_targets(cases, _in_process_targets(), dtypes, references)
+    targets = _in_process_targets()
+    if keras_in_process and _installed("keras"):
+        import keras as keras_module
+
+        label = f"keras {keras_module.backend.backend()}"
+        targets += [(label, "keras", "cpu", {}), (label + " custom", "keras", "cpu",
+                                                  {"path": "custom"})]
+    rows = _run_targets(cases, targets, dtypes, references)
     if keras:
         rows += _keras_rows(cases, dtypes, references)
     return rows

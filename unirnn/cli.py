@@ -12,8 +12,8 @@ import numpy as np
 
 from . import __version__
 from ._file import load, save_file
-from ._spec import Spec, gru, lstm
-from ._weights import Weights, init_weights
+from ._spec import Spec
+from ._weights import Weights
 from .backends import build
 
 __all__ = ["main"]
@@ -49,31 +49,10 @@ def _describe(spec: Spec) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    rng = np.random.default_rng(0)
-    specs = {
-        "ReLU LSTM (Keras LSTM(activation='relu'))": lstm(8, 16, activation="relu"),
-        "GRU with a GELU update gate, bidirectional": gru(
-            8, 16, activations={"z": "gelu"}, bidirectional=True
-        ),
-    }
-    x = rng.standard_normal((4, 12, 8))
-    lengths = np.array([12, 9, 5, 1])
-    with tempfile.TemporaryDirectory() as tmp:
-        for title, spec in specs.items():
-            weights = init_weights(spec, seed=1)
-            print(f"== {title}")
-            print(f"   spec: {_describe(spec)}")
-            ref, _ = build(spec, "numpy", weights, dtype=np.float64)(x, lengths=lengths)
-            out32, _ = build(spec, "numpy", weights)(x.astype(np.float32), lengths=lengths)
-            print(f"   numpy float32 vs float64: max |diff| = {np.abs(out32 - ref).max():.2e}")
-            path = Path(tmp) / "model.safetensors"
-            save_file(path, spec, weights)
-            spec2, weights2 = load(path)
-            out2, _ = build(spec2, "numpy", weights2, dtype=np.float64)(x, lengths=lengths)
-            print(f"   saved to one .safetensors file and loaded back: spec equal = "
-                  f"{spec2 == spec}, max |diff| = {np.abs(out2 - ref).max():.2e}")
-    print("Backends installed here:", ", ".join(_installed_backends()))
-    return 0
+    from ._demo import run_demo
+
+    _prepare_frameworks()
+    return run_demo()
 
 
 def _installed_backends() -> list[str]:

@@ -7,6 +7,7 @@ imported (``sys.modules``), since an object of that framework cannot exist other
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -116,7 +117,14 @@ def _read_path(path: Path, *, spec: Spec | None, cell: str | None) -> tuple[Spec
 
         from .torch import from_torch
 
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"{str(path)!r} holds more than tensors, and unirnn loads torch files with "
+                f"weights_only=True (no code from the file runs): expected a state_dict "
+                f"saved with torch.save(module.state_dict(), path) ({err})"
+            ) from None
         return from_torch(state, spec=spec)
     if name.endswith((".keras", ".weights.h5", ".h5")):
         from .keras import from_keras
