@@ -110,8 +110,8 @@ def run_demo() -> int:
         save_file(path, relu_lstm, weights)
         spec2, weights2 = load(path)
         again, _ = build(spec2, "numpy", weights2, dtype=np.float64)(x_probe)
-        print(f"   saved as one .safetensors file and loaded back: spec equal {spec2 == relu_lstm}, "
-              f"max |diff| {np.abs(again - reference).max():.1e}")
+        print(f"   saved as one .safetensors file and loaded back: spec equal "
+              f"{spec2 == relu_lstm}, max |diff| {np.abs(again - reference).max():.1e}")
 
     print("\n4. unirnn check on both cells (outputs and final state; `unirnn check` adds "
           "gradients and every Keras backend):")
