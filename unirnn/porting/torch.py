@@ -1,0 +1,154 @@
+"""Canonical weights <-> PyTorch: ``nn.RNN``/``nn.LSTM``/``nn.GRU``, state dicts, unirnn modules.
+
+torch's layout is the canonical one renamed (same gate rows, two biases), so conversions
+are bit-exact in both directions::
+
+    layer{k}.{forward|backward}.w_x  <->  weight_ih_l{k}[_reverse]
+                               .w_h  <->  weight_hh_l{k}[_reverse]
+                               .b_x  <->  bias_ih_l{k}[_reverse]
+                               .b_h  <->  bias_hh_l{k}[_reverse]
+                               .w_r  <->  weight_hr_l{k}[_reverse]   (proj_size > 0)
+                               .p    <->  weight_peephole_l{k}[_reverse] (unirnn modules only)
+
+Example:
+    >>> import torch, unirnn
+    >>> native = torch.nn.GRU(3, 4, num_layers=2)
+    >>> spec, weights = unirnn.from_torch(native)
+    >>> spec.family, spec.num_layers, weights["layer1.forward.w_h"].shape
+    ('gru', 2, (12, 4))
+    >>> _ = native.load_state_dict(unirnn.to_torch(spec, weights))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._spec import Spec, gru, lstm, rnn
+from .._weights import Weights, check_weights, weight_shapes
+from ..backends.torch import TorchRNN, canonical_weights, torch_name
+
+__all__ = ["from_torch", "to_torch"]
+
+
+def to_torch(spec: Spec, weights: Mapping[str, Any], *, dtype: Any = None,
+             device: Any = None) -> dict[str, torch.Tensor]:
+    """A state dict in torch's naming for ``spec`` and canonical ``weights``.
+
+    It loads into ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (for specs torch's layers can hold) and
+    into the module ``unirnn.build(spec, backend="torch")``. Tensors keep the weights'
+    dtype unless ``dtype`` (a torch dtype) is given.
+
+    Raises:
+        ValueError: the weights do not match the spec (name, expected and received shape).
+    """
+    if not isinstance(spec, Spec):
+        raise ValueError(f"to_torch: expected a unirnn.Spec; received {type(spec).__name__}")
+    checked = check_weights(spec, weights)
+    state: dict[str, torch.Tensor] = {}
+    for name, array in checked.items():
+        layer, direction, tensor = name.split(".")
+        value = torch.from_numpy(np.array(array))
+        if dtype is not None or device is not None:
+            value = value.to(device=device, dtype=dtype)
+        state[torch_name(int(layer[5:]), direction, tensor)] = value
+    return state
+
+
+def from_torch(obj: Any, spec: Spec | None = None) -> tuple[Spec, Weights]:
+    """``(spec, weights)`` from a torch module or state dict.
+
+    Args:
+        obj: ``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` (the spec is inferred: ``nonlinearity``,
+            ``proj_size``, ``bias``, ``num_layers``, ``bidirectional``, ``dropout``), a
+            module built by unirnn's torch backend (it carries ``.spec``), or a state dict
+            in torch's naming (then ``spec`` is required).
+        spec: the spec of a state dict; for a module it must equal the module's own.
+
+    Returns:
+        The spec and canonical numpy weights in the tensors' dtype (bfloat16 and float16
+        become float32).
+
+    Raises:
+        ValueError: an unsupported object, a missing ``spec``, or names/shapes that do not
+            match the spec.
+    """
+    if isinstance(obj, TorchRNN):
+        _same_spec(spec, obj.spec)
+        return obj.spec, canonical_weights(obj)
+    if isinstance(obj, nn.RNNBase):
+        inferred = _infer_spec(obj)
+        _same_spec(spec, inferred)
+        return inferred, _from_state_dict(inferred, obj.state_dict())
+    if isinstance(obj, Mapping):
+        if spec is None:
+            raise ValueError(
+                "from_torch: a state dict does not say which cell it holds; pass spec= "
+                "(e.g. unirnn.lstm(input_size, hidden_size, ...)), or pass the module itself"
+            )
+        if not isinstance(spec, Spec):
+            raise ValueError(f"spec: expected a unirnn.Spec; received {type(spec).__name__}")
+        return spec, _from_state_dict(spec, obj)
+    raise ValueError(
+        "from_torch: expected nn.RNN, nn.LSTM, nn.GRU, a unirnn torch module or a state "
+        f"dict; received {type(obj).__name__}"
+    )
+
+
+def _same_spec(given: Spec | None, actual: Spec) -> None:
+    if given is not None and given != actual:
+        raise ValueError(
+            f"spec: the module computes {actual.to_json()}; received a different spec "
+            f"{given.to_json()}"
+        )
+
+
+def _infer_spec(module: nn.RNNBase) -> Spec:
+    common: dict[str, Any] = {
+        "bias": bool(module.bias),
+        "num_layers": int(module.num_layers),
+        "bidirectional": bool(module.bidirectional),
+        "dropout": float(module.dropout),
+    }
+    size = (int(module.input_size), int(module.hidden_size))
+    mode = module.mode
+    if mode == "LSTM":
+        return lstm(*size, proj_size=int(module.proj_size), **common)
+    if mode == "GRU":
+        return gru(*size, **common)
+    if mode in ("RNN_TANH", "RNN_RELU"):
+        return rnn(*size, activation=mode[4:].lower(), **common)
+    raise ValueError(
+        f"from_torch: expected an RNN, LSTM or GRU module; received mode {mode!r} "
+        f"({type(module).__name__})"
+    )
+
+
+def _from_state_dict(spec: Spec, state: Mapping[str, Any]) -> Weights:
+    expected = {}
+    for name in weight_shapes(spec):
+        layer, direction, tensor = name.split(".")
+        expected[torch_name(int(layer[5:]), direction, tensor)] = name
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise ValueError(
+            f"from_torch: state dict entry {extra[0]!r} does not belong to the spec "
+            f"{spec.to_json()}; expected entries {', '.join(expected)}"
+        )
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise ValueError(
+            f"from_torch: state dict lacks {missing[0]!r}, required by the spec "
+            f"{spec.to_json()}"
+        )
+    arrays = {}
+    for tname, cname in expected.items():
+        value = torch.as_tensor(state[tname]).detach()
+        if value.dtype in (torch.bfloat16, torch.float16):
+            value = value.float()
+        arrays[cname] = value.cpu().numpy()
+    return check_weights(spec, arrays)
