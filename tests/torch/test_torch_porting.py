@@ -56,9 +56,25 @@ def test_state_dict_names_are_torch_names():
             "weight_hr_l0", "weight_peephole_l0_reverse"} <= names
 
 
-def test_state_dict_needs_a_spec():
+@pytest.mark.parametrize(
+    "native",
+    [nn.GRU(3, 4, num_layers=2, bidirectional=True), nn.LSTM(3, 5, proj_size=2, bias=False),
+     nn.RNN(2, 3, num_layers=3)],
+    ids=["gru-2layer-bidir", "lstm-proj-nobias", "rnn-3layer"],
+)
+def test_state_dict_spec_is_inferred_for_torch_layers(native):
+    spec, weights = unirnn.from_torch(native.state_dict())
+    assert spec == unirnn.from_torch(native)[0]
+    for name, array in unirnn.from_torch(native)[1].items():
+        np.testing.assert_array_equal(weights[name], array)
+
+
+def test_state_dict_that_only_a_spec_can_describe():
+    module = unirnn.build(unirnn.lstm(3, 4, peepholes=True), backend="torch")
     with pytest.raises(ValueError, match="pass spec="):
-        unirnn.from_torch(nn.GRU(3, 4).state_dict())
+        unirnn.from_torch(module.state_dict())
+    with pytest.raises(ValueError, match="expected a state dict of nn.RNN/LSTM/GRU"):
+        unirnn.from_torch({"linear.weight": torch.zeros(2, 2)})
 
 
 def test_wrong_shape_names_tensor_and_shapes():

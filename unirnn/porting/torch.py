@@ -66,8 +66,12 @@ def from_torch(obj: Any, spec: Spec | None = None) -> tuple[Spec, Weights]:
         obj: ``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` (the spec is inferred: ``nonlinearity``,
             ``proj_size``, ``bias``, ``num_layers``, ``bidirectional``, ``dropout``), a
             module built by unirnn's torch backend (it carries ``.spec``), or a state dict
-            in torch's naming (then ``spec`` is required).
+            in torch's naming.
         spec: the spec of a state dict; for a module it must equal the module's own.
+            Without it, a state dict is read as what ``nn.RNN``/``nn.LSTM``/``nn.GRU``
+            would hold: sizes, layers, directions, bias and projection from the entries'
+            names and shapes, torch's activations (an Elman RNN is taken as tanh: pass
+            ``spec=`` for ``nonlinearity="relu"`` or any custom cell).
 
     Returns:
         The spec and canonical numpy weights in the tensors' dtype (bfloat16 and float16
@@ -86,10 +90,7 @@ def from_torch(obj: Any, spec: Spec | None = None) -> tuple[Spec, Weights]:
         return inferred, _from_state_dict(inferred, obj.state_dict())
     if isinstance(obj, Mapping):
         if spec is None:
-            raise ValueError(
-                "from_torch: a state dict does not say which cell it holds; pass spec= "
-                "(e.g. unirnn.lstm(input_size, hidden_size, ...)), or pass the module itself"
-            )
+            return (inferred := _infer_state_dict_spec(obj)), _from_state_dict(inferred, obj)
         if not isinstance(spec, Spec):
             raise ValueError(f"spec: expected a unirnn.Spec; received {type(spec).__name__}")
         return spec, _from_state_dict(spec, obj)
@@ -126,6 +127,39 @@ def _infer_spec(module: nn.RNNBase) -> Spec:
         f"from_torch: expected an RNN, LSTM or GRU module; received mode {mode!r} "
         f"({type(module).__name__})"
     )
+
+
+def _infer_state_dict_spec(state: Mapping[str, Any]) -> Spec:
+    """The nn.RNN/LSTM/GRU spec a state dict's names and shapes describe."""
+    shapes = {k: tuple(torch.as_tensor(v).shape) for k, v in state.items()}
+    if "weight_ih_l0" not in shapes or "weight_hh_l0" not in shapes:
+        raise ValueError(
+            "from_torch: expected a state dict of nn.RNN/LSTM/GRU (entries weight_ih_l0, "
+            f"weight_hh_l0, ...); received entries {', '.join(list(shapes)[:6]) or 'none'}"
+        )
+    if any(k.startswith("weight_peephole") for k in shapes):
+        raise ValueError("from_torch: this state dict has peepholes, which only a unirnn "
+                         "spec can say: pass spec=")
+    rows, input_size = shapes["weight_ih_l0"]
+    projected = "weight_hr_l0" in shapes
+    hidden = shapes["weight_hr_l0"][1] if projected else shapes["weight_hh_l0"][1]
+    family = {1: "rnn", 3: "gru", 4: "lstm"}.get(rows // hidden if rows % hidden == 0 else 0)
+    if family is None:
+        raise ValueError(
+            f"from_torch: weight_ih_l0 has {rows} rows for hidden size {hidden}; expected "
+            "1, 3 or 4 gates (rnn, gru, lstm)"
+        )
+    layers = 1 + max(int(k.split("_l")[1].split("_")[0]) for k in shapes
+                     if k.startswith("weight_ih_l"))
+    common: dict[str, Any] = {
+        "bias": "bias_ih_l0" in shapes,
+        "num_layers": layers,
+        "bidirectional": "weight_ih_l0_reverse" in shapes,
+    }
+    if family == "lstm":
+        return lstm(input_size, hidden, proj_size=shapes["weight_hr_l0"][0] if projected
+                    else 0, **common)
+    return (gru if family == "gru" else rnn)(input_size, hidden, **common)
 
 
 def _from_state_dict(spec: Spec, state: Mapping[str, Any]) -> Weights:
