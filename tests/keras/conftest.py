@@ -1,0 +1,35 @@
+"""Keras tests run once per Keras backend (one per process: ``KERAS_BACKEND``).
+
+float64 on Keras' jax backend needs x64, which jax reads when it is first imported, so it
+is switched on here, before any test module imports keras.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+KERAS_BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+@pytest.fixture(params=[KERAS_BACKEND], ids=[f"keras-{KERAS_BACKEND}"])
+def keras_backend(request) -> str:
+    """The Keras backend of this process (named in every test id that uses it)."""
+    from support import framework
+
+    keras = framework("keras")
+    assert keras.backend.backend() == request.param
+    return request.param
+
+
+def float64_ready(backend: str) -> bool:
+    """Whether this process can compute float64 on ``backend`` (jax: x64 switched on)."""
+    if backend != "jax":
+        return True
+    import jax
+
+    return bool(jax.config.jax_enable_x64)

@@ -1,0 +1,286 @@
+"""Canonical weights to and from Keras 3: ``unirnn.to_keras`` and ``unirnn.from_keras``.
+
+``from_keras`` reads Keras' own ``SimpleRNN``, ``LSTM``, ``GRU`` (both ``reset_after``),
+``Bidirectional``, a ``Sequential``/model or list stacking them, ``.weights.h5`` and
+``.keras`` files, and unirnn's own Keras layers; the spec is inferred from the layers'
+configs. ``to_keras`` gives Keras' own layers when they compute the spec exactly, else
+unirnn's custom layer. Layouts are in :mod:`unirnn.backends._keras_layout`: Keras' one-bias
+layers fold ``b_x + b_h`` on export and import the sum into ``b_x`` (``b_h`` = 0).
+
+Example:
+    >>> import unirnn
+    >>> spec = unirnn.lstm(3, 8, activation="relu")
+    >>> layer = unirnn.to_keras(spec, unirnn.init_weights(spec))
+    >>> type(layer).__name__
+    'LSTM'
+    >>> unirnn.from_keras(layer)[0] == spec
+    True
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from .._spec import Spec
+from .._weights import Weights, check_weights, weight_name
+from ..backends._keras_layout import (
+    NATIVE_CLASSES,
+    from_native_arrays,
+    native_config,
+    native_problem,
+    to_native_arrays,
+    unirnn_activation,
+)
+from ..backends.keras import UniRNN
+from ..backends.keras import build as build_keras
+
+__all__ = ["from_keras", "to_keras"]
+
+_FAMILY = {"SimpleRNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
+
+
+def to_keras(
+    spec: Spec,
+    weights: Mapping[str, Any],
+    *,
+    path: str = "auto",
+    dtype: str = "float32",
+    return_sequences: bool = True,
+) -> keras.layers.Layer:
+    """A built Keras layer holding ``weights``.
+
+    Where Keras' own layers compute ``spec`` exactly (``path="auto"`` or ``"native"``):
+    one layer -> ``keras.layers.LSTM`` / ``GRU`` / ``SimpleRNN``; bidirectional ->
+    ``keras.layers.Bidirectional`` of it; stacked -> a ``keras.Sequential`` of those
+    (``keras.layers.Dropout(spec.dropout)`` between them). ``return_sequences`` applies to
+    the last layer (the ones below always return sequences). Otherwise (or
+    ``path="custom"``) unirnn's :class:`~unirnn.backends.keras.UniRNN` with the custom cell.
+
+    Raises:
+        ValueError: ``path="native"`` for a spec Keras' layers cannot compute (the message
+            names the field and the frameworks that take it); weights not matching ``spec``.
+    """
+    weights = check_weights(spec, weights)
+    problem = native_problem(spec)
+    if path == "native" and problem is not None:
+        raise ValueError(f"to_keras(path='native'): {problem}")
+    if path == "custom" or problem is not None:
+        return build_keras(spec, weights, path="custom", dtype=dtype,
+                           return_sequences=return_sequences)
+    if path not in ("auto", "native"):
+        raise ValueError(f"path: expected 'auto', 'native' or 'custom'; received {path!r}")
+    cls = getattr(keras.layers, NATIVE_CLASSES[spec.family])
+    layers = []
+    for k in range(spec.num_layers):
+        last = k == spec.num_layers - 1
+        layer = cls(**native_config(spec), return_sequences=return_sequences or not last,
+                    dtype=dtype)
+        if spec.bidirectional:
+            layer = keras.layers.Bidirectional(layer, dtype=dtype)
+        layer.build((None, None, spec.layer_input_size(k)))
+        directions = [layer.forward_layer, layer.backward_layer] if spec.bidirectional \
+            else [layer]
+        for target, direction in zip(directions, spec.directions):
+            arrays = to_native_arrays(spec, weights.layer(k, direction))
+            target.set_weights([a.astype(dtype) for a in arrays])
+        layers.append(layer)
+    if spec.num_layers == 1:
+        return layers[0]
+    stack: list[Any] = [keras.Input((None, spec.input_size), dtype=dtype)]
+    for k, layer in enumerate(layers):
+        stack.append(layer)
+        if spec.dropout and k < spec.num_layers - 1:
+            stack.append(keras.layers.Dropout(spec.dropout, dtype=dtype))
+    return keras.Sequential(stack)
+
+
+def from_keras(
+    obj: Any,
+    *,
+    model: Any = None,
+    spec: Spec | None = None,
+) -> tuple[Spec, Weights]:
+    """The spec and canonical weights of a Keras layer, model, list of layers or file.
+
+    Args:
+        obj: ``keras.layers.LSTM`` / ``GRU`` / ``SimpleRNN`` (built), ``Bidirectional`` of
+            one (``merge_mode="concat"``), a ``Sequential``/model or list stacking them
+            (``Dropout`` between them sets ``spec.dropout``; ``InputLayer`` and ``Masking``
+            are skipped), unirnn's :class:`~unirnn.backends.keras.UniRNN`, or a path: a
+            ``.keras`` file, or a ``.weights.h5`` file.
+        model: for a ``.weights.h5`` file, the model (or layer) it belongs to; the file is
+            loaded into it and the model read.
+        spec: for a ``.weights.h5`` file without ``model``: the spec to read it as. When
+            neither is given, a file holding one recurrent layer (or one ``Bidirectional``) is
+            inferred from the arrays' shapes with Keras' default activations (tanh, sigmoid),
+            since a weights file stores no activations.
+
+    Returns:
+        ``(spec, weights)``; one-bias layouts give ``b_x`` = bias, ``b_h`` = 0.
+
+    Raises:
+        ValueError: an unsupported layer or configuration, or a file whose architecture
+            cannot be inferred (the message says what to pass).
+    """
+    if isinstance(obj, (str, os.PathLike)):
+        return _from_file(os.fspath(obj), model, spec)
+    if isinstance(obj, UniRNN):
+        return obj.spec, obj.canonical_weights()
+    if isinstance(obj, (list, tuple)):
+        return _from_stack(list(obj))
+    if isinstance(obj, keras.Model):
+        return _from_stack(list(obj.layers))
+    return _from_stack([obj])
+
+
+def _recurrent_config(layer: Any) -> tuple[Any, dict[str, Any]]:
+    """``(inner layer, spec keywords)`` of a native recurrent layer or Bidirectional."""
+    bidirectional = isinstance(layer, keras.layers.Bidirectional)
+    inner = layer.forward_layer if bidirectional else layer
+    if bidirectional and layer.merge_mode != "concat":
+        raise ValueError(f"Bidirectional {layer.name!r}: expected merge_mode='concat'; "
+                         f"received {layer.merge_mode!r}")
+    name = type(inner).__name__
+    if name not in _FAMILY or not isinstance(inner, getattr(keras.layers, name)):
+        raise ValueError(
+            f"expected keras.layers.LSTM, GRU, SimpleRNN or Bidirectional of one; received "
+            f"{type(layer).__name__} {getattr(layer, 'name', '')!r}"
+        )
+    if not inner.built:
+        raise ValueError(f"layer {inner.name!r} is not built; call it on an input (or "
+                         "build it) so its weights exist")
+    family = _FAMILY[name]
+    config = inner.get_config()
+    if config.get("go_backwards") and not bidirectional:
+        raise ValueError(f"layer {inner.name!r}: go_backwards=True outside Bidirectional has no "
+                         "unirnn spec; expected go_backwards=False")
+    keywords: dict[str, Any] = {
+        "family": family,
+        "input_size": int(inner.cell.kernel.shape[0]),
+        "hidden_size": int(config["units"]),
+        "bias": bool(config.get("use_bias", True)),
+        "bidirectional": bidirectional,
+    }
+    act = unirnn_activation(config.get("activation"))
+    if family == "rnn":
+        keywords["activations"] = {"h": act}
+    else:
+        gate = unirnn_activation(config.get("recurrent_activation"))
+        if family == "lstm":
+            keywords["activations"] = {"i": gate, "f": gate, "o": gate, "g": act, "c": act}
+        else:
+            keywords["activations"] = {"r": gate, "z": gate, "n": act}
+            keywords["reset"] = "after" if config.get("reset_after", True) else "before"
+    return inner, keywords
+
+
+def _from_stack(layers: Sequence[Any]) -> tuple[Spec, Weights]:
+    recurrent: list[tuple[Any, dict[str, Any]]] = []
+    dropouts: list[float] = []
+    ours = [layer for layer in layers if isinstance(layer, UniRNN)]
+    if ours:
+        others = [layer for layer in layers if not isinstance(
+            layer, (UniRNN, keras.layers.InputLayer, keras.layers.Masking))]
+        if len(ours) > 1 or others:
+            raise ValueError("from_keras: expected one unirnn UniRNN layer alone (with Input "
+                             "or Masking); received it among other layers, pass it directly")
+        return ours[0].spec, ours[0].canonical_weights()
+    for layer in layers:
+        if isinstance(layer, (keras.layers.InputLayer, keras.layers.Masking)):
+            continue
+        if isinstance(layer, keras.layers.Dropout):
+            dropouts.append(float(layer.rate))
+            continue
+        recurrent.append((layer, _recurrent_config(layer)[1]))
+    if not recurrent:
+        raise ValueError("from_keras: expected at least one LSTM, GRU, SimpleRNN or "
+                         "Bidirectional layer; received none")
+    first = recurrent[0][1]
+    for layer, keywords in recurrent[1:]:
+        different = [k for k in ("family", "hidden_size", "bias", "bidirectional",
+                                 "activations", "reset") if keywords.get(k) != first.get(k)]
+        if different:
+            raise ValueError(
+                f"from_keras: stacked layers must share one configuration to form one spec; "
+                f"layer {layer.name!r} differs in {', '.join(different)}"
+            )
+    if len(set(dropouts)) > 1:
+        raise ValueError(f"from_keras: expected one dropout rate between layers; received "
+                         f"{sorted(set(dropouts))}")
+    spec = Spec(**{**first, "num_layers": len(recurrent),
+                   "dropout": dropouts[0] if dropouts and len(recurrent) > 1 else 0.0})
+    for k, (layer, keywords) in enumerate(recurrent):
+        if keywords["input_size"] != spec.layer_input_size(k):
+            raise ValueError(f"from_keras: layer {layer.name!r} takes {keywords['input_size']} "
+                             f"input features; expected {spec.layer_input_size(k)}")
+    out: dict[str, np.ndarray] = {}
+    for k, (layer, _) in enumerate(recurrent):
+        directions = [layer.forward_layer, layer.backward_layer] if spec.bidirectional \
+            else [layer]
+        for inner, direction in zip(directions, spec.directions):
+            for tensor, array in from_native_arrays(spec, inner.get_weights()).items():
+                out[weight_name(k, direction, tensor)] = array
+    return spec, check_weights(spec, out)
+
+
+def _from_file(path: str, model: Any, spec: Spec | None) -> tuple[Spec, Weights]:
+    if path.endswith(".keras"):
+        return from_keras(keras.saving.load_model(path))
+    if not path.endswith(".h5"):
+        raise ValueError(f"from_keras: expected a .keras or .weights.h5 file; received {path!r}")
+    if model is not None:
+        model.load_weights(path)
+        return from_keras(model)
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        groups: list[list[np.ndarray]] = []
+
+        def visit(name: str, item: Any) -> None:
+            if name.endswith("cell/vars") and len(item):
+                groups.append([np.asarray(item[str(i)]) for i in range(len(item))])
+
+        f.visititems(visit)
+    inferred = spec or _infer_spec(path, groups)
+    if len(groups) != inferred.num_layers * inferred.num_directions:
+        raise ValueError(
+            f"{path}: holds {len(groups)} recurrent layer directions; the spec needs "
+            f"{inferred.num_layers * inferred.num_directions}. Pass model= to read it"
+        )
+    if inferred.num_layers > 1:
+        raise ValueError(f"{path}: a weights file does not record the order of stacked "
+                         "layers; pass model= (the model it was saved from)")
+    out: dict[str, np.ndarray] = {}
+    # h5py lists groups alphabetically: a Bidirectional's backward_layer before forward_layer.
+    ordered = list(reversed(groups)) if inferred.bidirectional else groups
+    for arrays, direction in zip(ordered, inferred.directions):
+        for tensor, array in from_native_arrays(inferred, arrays).items():
+            out[weight_name(0, direction, tensor)] = array
+    return inferred, check_weights(inferred, out)
+
+
+def _infer_spec(path: str, groups: list[list[np.ndarray]]) -> Spec:
+    if len(groups) not in (1, 2):
+        raise ValueError(
+            f"{path}: holds {len(groups)} recurrent layer directions; only one layer (or one "
+            "Bidirectional) can be inferred from a weights file. Pass model= or spec="
+        )
+    arrays = groups[0]
+    kernel, recurrent = arrays[0], arrays[1]
+    hidden = recurrent.shape[0]
+    gates = recurrent.shape[1] // hidden
+    family = {1: "rnn", 4: "lstm", 3: "gru"}.get(gates)
+    if family is None:
+        raise ValueError(f"{path}: recurrent kernel {recurrent.shape} fits no Keras RNN layer")
+    keywords: dict[str, Any] = {"bias": len(arrays) == 3, "bidirectional": len(groups) == 2}
+    if family == "gru":
+        if len(arrays) == 2:
+            raise ValueError(f"{path}: a GRU without bias does not record reset_after; "
+                             "pass model= or spec=")
+        keywords["reset"] = "after" if arrays[2].ndim == 2 else "before"
+    return Spec(family, int(kernel.shape[0]), int(hidden), **keywords)
