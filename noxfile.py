@@ -58,11 +58,21 @@ def tests(session: nox.Session, backend: str) -> None:
     """Run one backend's tests with only that backend's framework installed.
 
     `numpy` runs the core (spec, weights, cells, files, CLI) with no framework at all;
-    `cross` installs every framework and runs the cross-backend equivalence suite.
+    `cross` installs every framework and runs the cross-backend equivalence suite, the
+    porting tests and the `check`/`convert` commands (Keras tests once per Keras backend).
     """
     packages, pytest_args, env = BACKENDS[backend]
     session.install(*CONSTRAINTS, *packages)
-    session.run("pytest", *pytest_args, *session.posargs, env=env)
+    if backend != "cross":
+        session.run("pytest", *pytest_args, *session.posargs, env=env)
+        return
+    # Keras picks its backend once per process: the whole suite runs with Keras on
+    # TensorFlow, then the Keras tests again on JAX and on torch, each in its own process.
+    session.run("pytest", *pytest_args, *session.posargs,
+                env={**env, "KERAS_BACKEND": "tensorflow"})
+    for keras_backend in ("jax", "torch"):
+        session.run("pytest", *pytest_args, "-k", "keras", *session.posargs,
+                    env={**env, "KERAS_BACKEND": keras_backend})
 
 
 @nox.session

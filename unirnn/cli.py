@@ -7,6 +7,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -158,12 +159,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _save_keras(spec: Spec, weights: Weights, target: Path) -> None:
     import os
 
-    import keras
-
-    from .porting.keras import to_keras
-
-    layer = to_keras(spec, weights)
-    model = keras.Sequential([keras.Input((None, spec.input_size)), layer])
+    model = _keras_model(spec, weights)
     suffix = ".weights.h5" if target.name.lower().endswith(".weights.h5") else ".keras"
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         staged = Path(tmp) / f"staged{suffix}"
@@ -172,6 +168,17 @@ def _save_keras(spec: Spec, weights: Weights, target: Path) -> None:
         else:
             model.save_weights(staged)
         os.replace(staged, target)
+
+
+def _keras_model(spec: Spec, weights: Weights) -> Any:
+    """A Keras Sequential model of ``spec`` (one Input, then the layers to_keras gives)."""
+    import keras
+
+    from .porting.keras import to_keras
+
+    layer = to_keras(spec, weights)
+    layers = list(layer.layers) if isinstance(layer, keras.Sequential) else [layer]
+    return keras.Sequential([keras.Input((None, spec.input_size)), *layers])
 
 
 def _probe_difference(spec: Spec, weights: Weights, path: str, fmt: str, cell: str | None

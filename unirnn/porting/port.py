@@ -84,14 +84,15 @@ def read(obj: Any, *, spec: Spec | None = None, cell: str | None = None) -> tupl
 
     if isinstance(obj, NumpyRNN):
         return obj.spec, obj.weights
-    if _is_torch(obj):
-        from .torch import from_torch
-
-        return from_torch(obj, spec=spec)
+    # Keras first: on the torch backend a Keras layer is also a torch.nn.Module.
     if _is_keras(obj):
         from .keras import from_keras
 
         return from_keras(obj)
+    if _is_torch(obj):
+        from .torch import from_torch
+
+        return from_torch(obj, spec=spec)
     if _is_flax(obj):
         from .flax import from_flax
 
