@@ -17,6 +17,7 @@ Gate order: lstm ``i, f, g, o``; gru ``r, z, n``; rnn ``h``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -33,26 +34,68 @@ def weight_name(layer: int, direction: str, tensor: str) -> str:
     return f"layer{layer}.{direction}.{tensor}"
 
 
+def layer_shapes(spec: Spec, input_size: int) -> dict[str, tuple[int, ...]]:
+    """One layer and direction's tensors by short name (``w_x``...) for ``input_size``."""
+    G, H, P = spec.num_gates, spec.hidden_size, spec.output_size
+    tensors: dict[str, tuple[int, ...]] = {"w_x": (G * H, input_size), "w_h": (G * H, P)}
+    if spec.bias:
+        tensors["b_x"] = (G * H,)
+        tensors["b_h"] = (G * H,)
+    if spec.peepholes:
+        tensors["p"] = (3 * H,)
+    if spec.proj_size:
+        tensors["w_r"] = (P, H)
+    return tensors
+
+
 def weight_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
     """Every canonical tensor of ``spec`` with its shape, in a stable order."""
-    G, H, P = spec.num_gates, spec.hidden_size, spec.output_size
-    shapes: dict[str, tuple[int, ...]] = {}
-    for layer in range(spec.num_layers):
-        for direction in spec.directions:
-            tensors: dict[str, tuple[int, ...]] = {
-                "w_x": (G * H, spec.layer_input_size(layer)),
-                "w_h": (G * H, P),
-            }
-            if spec.bias:
-                tensors["b_x"] = (G * H,)
-                tensors["b_h"] = (G * H,)
-            if spec.peepholes:
-                tensors["p"] = (3 * H,)
-            if spec.proj_size:
-                tensors["w_r"] = (P, H)
-            for tensor, shape in tensors.items():
-                shapes[weight_name(layer, direction, tensor)] = shape
-    return shapes
+    return {
+        weight_name(layer, direction, tensor): shape
+        for layer in range(spec.num_layers)
+        for direction in spec.directions
+        for tensor, shape in layer_shapes(spec, spec.layer_input_size(layer)).items()
+    }
+
+
+KERNEL_LAYOUT: Mapping[str, tuple[str, bool]] = MappingProxyType({
+    "w_x": ("input_kernel", True),
+    "w_h": ("recurrent_kernel", True),
+    "b_x": ("input_bias", False),
+    "b_h": ("recurrent_bias", False),
+    "p": ("peepholes", False),
+    "w_r": ("projection_kernel", True),
+})
+"""The ``(in, out)`` layout of unirnn's Keras and Flax cells, one layer and direction:
+canonical short name -> (parameter name, stored transposed). So ``input_kernel`` is
+``w_x.T`` ``(I_k, G*H)``, ``recurrent_kernel`` is ``w_h.T`` ``(P, G*H)``,
+``projection_kernel`` is ``w_r.T`` ``(H, P)``; biases and peepholes are as they are."""
+
+
+def kernel_layout_shapes(spec: Spec, input_size: int) -> dict[str, tuple[int, ...]]:
+    """Parameter name -> shape in :data:`KERNEL_LAYOUT` for one layer and direction."""
+    return {
+        KERNEL_LAYOUT[short][0]: shape[::-1] if KERNEL_LAYOUT[short][1] else shape
+        for short, shape in layer_shapes(spec, input_size).items()
+    }
+
+
+def to_kernel_layout(layer_weights: Mapping[str, Any]) -> dict[str, Any]:
+    """Canonical short names -> :data:`KERNEL_LAYOUT` (any array type with ``.T``)."""
+    return {
+        name: layer_weights[short].T if transposed else layer_weights[short]
+        for short, (name, transposed) in KERNEL_LAYOUT.items()
+        if short in layer_weights
+    }
+
+
+def from_kernel_layout(tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`to_kernel_layout`."""
+    return {
+        short: tensors[name].T if transposed else tensors[name]
+        for short, (name, transposed) in KERNEL_LAYOUT.items()
+        if name in tensors
+    }
 
 
 class Weights(Mapping[str, np.ndarray]):

@@ -5,7 +5,7 @@ Parameters, carries and call options are described in :mod:`unirnn.backends.flax
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
@@ -13,17 +13,17 @@ from flax import linen as nn
 
 from .._cells import make_cell
 from .._spec import Spec
+from .._weights import kernel_layout_shapes, to_kernel_layout
 from ._flax_scan import (
     KERNEL,
     Array,
     JaxOps,
     _constant,
     _layer_weights,
-    _recurrent_init,
     apply_stack,
     cell_name,
-    cell_tensors,
     compute_dtype,
+    param_inits,
     step_tensors,
     to_flax_carry,
     to_internal_carry,
@@ -70,25 +70,10 @@ class UniCell(nn.RNNCellBase):
 
     def setup(self) -> None:
         spec = self.spec
-        G, H, P = spec.num_gates, spec.hidden_size, spec.output_size
-        shapes: dict[str, tuple[int, ...]] = {
-            "input_kernel": (self.in_features, G * H), "recurrent_kernel": (P, G * H)
-        }
-        inits: dict[str, Callable[..., Array]] = {
-            "input_kernel": nn.initializers.lecun_normal(),
-            "recurrent_kernel": _recurrent_init(G),
-        }
-        if spec.bias:
-            shapes.update(input_bias=(G * H,), recurrent_bias=(G * H,))
-            inits.update(input_bias=nn.initializers.zeros, recurrent_bias=nn.initializers.zeros)
-        if spec.peepholes:
-            shapes["peepholes"] = (3 * H,)
-            inits["peepholes"] = nn.initializers.zeros
-        if spec.proj_size:
-            shapes["projection_kernel"] = (H, P)
-            inits["projection_kernel"] = nn.initializers.lecun_normal()
+        shapes = kernel_layout_shapes(spec, self.in_features)
+        inits = param_inits(spec.num_gates)
         if self.initial is not None:
-            given = cell_tensors(spec, self.initial)
+            given = to_kernel_layout(self.initial)
             inits = {name: _constant(given[name]) for name in shapes}
         self.tensors = {
             name: self.param(name, inits[name], shape, self.param_dtype)

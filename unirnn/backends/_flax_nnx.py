@@ -15,15 +15,15 @@ from flax.nnx.nn.recurrent import RNNCellBase
 
 from .._cells import make_cell
 from .._spec import Spec
+from .._weights import kernel_layout_shapes, to_kernel_layout
 from ._flax_scan import (
     KERNEL,
     JaxOps,
     _layer_weights,
-    _recurrent_init,
     apply_stack,
     cell_name,
-    cell_tensors,
     compute_dtype,
+    param_inits,
     step_tensors,
     to_flax_carry,
     to_internal_carry,
@@ -59,26 +59,11 @@ class UniCellNNX(RNNCellBase):
         self.in_features = in_features
         self.dtype = dtype
         self.param_dtype = param_dtype
-        G, H, P = spec.num_gates, spec.hidden_size, spec.output_size
-        shapes: dict[str, tuple[int, ...]] = {
-            "input_kernel": (in_features, G * H), "recurrent_kernel": (P, G * H)
-        }
-        inits: dict[str, Any] = {
-            "input_kernel": nnx.initializers.lecun_normal(),
-            "recurrent_kernel": _recurrent_init(G),
-        }
-        if spec.bias:
-            shapes.update(input_bias=(G * H,), recurrent_bias=(G * H,))
-            inits.update(input_bias=nnx.initializers.zeros, recurrent_bias=nnx.initializers.zeros)
-        if spec.peepholes:
-            shapes["peepholes"] = (3 * H,)
-            inits["peepholes"] = nnx.initializers.zeros
-        if spec.proj_size:
-            shapes["projection_kernel"] = (H, P)
-            inits["projection_kernel"] = nnx.initializers.lecun_normal()
+        shapes = kernel_layout_shapes(spec, in_features)
+        inits = param_inits(spec.num_gates)
         if weights is not None:
             layer = weights if "w_x" in weights else _layer_weights(weights, 0, "forward")
-            given = cell_tensors(spec, layer)
+            given = to_kernel_layout(layer)
             for name in shapes:
                 setattr(self, name, nnx.Param(jnp.asarray(given[name], param_dtype)))
         else:

@@ -94,38 +94,6 @@ class JaxOps:
 # -- parameter layout ------------------------------------------------------------------
 
 
-def cell_tensors(spec: Spec, layer_weights: Mapping[str, Any]) -> dict[str, Any]:
-    """One layer-direction's canonical tensors (``w_x``...) as the cell's Flax parameters.
-
-    Works on numpy and jax arrays alike (only ``.T``), so it is traceable.
-    """
-    tensors = {
-        "input_kernel": layer_weights["w_x"].T,
-        "recurrent_kernel": layer_weights["w_h"].T,
-    }
-    if spec.bias:
-        tensors["input_bias"] = layer_weights["b_x"]
-        tensors["recurrent_bias"] = layer_weights["b_h"]
-    if spec.peepholes:
-        tensors["peepholes"] = layer_weights["p"]
-    if spec.proj_size:
-        tensors["projection_kernel"] = layer_weights["w_r"].T
-    return tensors
-
-
-def canonical_tensors(spec: Spec, tensors: Mapping[str, Any]) -> dict[str, Any]:
-    """The inverse of :func:`cell_tensors`: Flax cell parameters to canonical short names."""
-    layer = {"w_x": tensors["input_kernel"].T, "w_h": tensors["recurrent_kernel"].T}
-    if spec.bias:
-        layer["b_x"] = tensors["input_bias"]
-        layer["b_h"] = tensors["recurrent_bias"]
-    if spec.peepholes:
-        layer["p"] = tensors["peepholes"]
-    if spec.proj_size:
-        layer["w_r"] = tensors["projection_kernel"].T
-    return layer
-
-
 def step_tensors(spec: Spec, tensors: Mapping[str, Any]) -> dict[str, Any]:
     """What :meth:`unirnn._cells.Cell.prepare` takes, with kernels as :class:`Kernel`."""
     step: dict[str, Any] = {"w_h": Kernel(tensors["recurrent_kernel"]),
@@ -371,3 +339,16 @@ def _recurrent_init(gates: int) -> Callable[..., Array]:
         return jnp.concatenate([orthogonal(k, (rows, cols // gates), dtype) for k in keys], -1)
 
     return init
+
+
+def param_inits(gates: int) -> dict[str, Callable[..., Array]]:
+    """Flax's initialisers per parameter of :data:`unirnn._weights.KERNEL_LAYOUT`."""
+    zeros = jax.nn.initializers.zeros
+    return {
+        "input_kernel": jax.nn.initializers.lecun_normal(),
+        "recurrent_kernel": _recurrent_init(gates),
+        "input_bias": zeros,
+        "recurrent_bias": zeros,
+        "peepholes": zeros,
+        "projection_kernel": jax.nn.initializers.lecun_normal(),
+    }

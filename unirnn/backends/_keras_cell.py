@@ -19,6 +19,7 @@ from keras import ops
 from .._activations import resolve_activation
 from .._cells import Cell, make_cell
 from .._spec import Spec
+from .._weights import KERNEL_LAYOUT, kernel_layout_shapes
 
 __all__ = ["KERAS_ACTIVATIONS", "KerasOps", "UniRNNCell", "as_spec"]
 
@@ -167,39 +168,19 @@ class UniRNNCell(keras.layers.Layer):
 
     def build(self, input_shape: Any = None) -> None:
         spec = self.spec
-        G, H, P = spec.num_gates, spec.hidden_size, spec.output_size
-        bound = 1.0 / math.sqrt(H)
+        bound = 1.0 / math.sqrt(spec.hidden_size)
         init = keras.initializers.RandomUniform(-bound, bound)
-        shapes: dict[str, tuple[int, ...]] = {
-            "input_kernel": (spec.layer_input_size(self.layer_index), G * H),
-            "recurrent_kernel": (P, G * H),
-        }
-        if spec.bias:
-            shapes["input_bias"] = shapes["recurrent_bias"] = (G * H,)
-        if spec.peepholes:
-            shapes["peepholes"] = (3 * H,)
-        if spec.proj_size:
-            shapes["projection_kernel"] = (H, P)
+        shapes = kernel_layout_shapes(spec, spec.layer_input_size(self.layer_index))
         self.canonical_variables = {
             name: self.add_weight(shape=shape, initializer=init, name=name)
             for name, shape in shapes.items()
         }
         self.built = True
 
-    # canonical name -> (variable name, transposed)
-    _CANONICAL = {
-        "w_x": ("input_kernel", True),
-        "w_h": ("recurrent_kernel", True),
-        "b_x": ("input_bias", False),
-        "b_h": ("recurrent_bias", False),
-        "p": ("peepholes", False),
-        "w_r": ("projection_kernel", True),
-    }
-
     def variables_by_canonical_name(self) -> dict[str, Any]:
         """``{"w_x": variable, ...}`` for this layer and direction."""
         out = {}
-        for canonical, (name, _) in self._CANONICAL.items():
+        for canonical, (name, _) in KERNEL_LAYOUT.items():
             if name in self.canonical_variables:
                 out[canonical] = self.canonical_variables[name]
         return out
@@ -207,13 +188,13 @@ class UniRNNCell(keras.layers.Layer):
     @classmethod
     def to_canonical(cls, canonical: str, array: np.ndarray) -> np.ndarray:
         """A variable's (or its gradient's) value in the canonical layout."""
-        return np.ascontiguousarray(array.T) if cls._CANONICAL[canonical][1] else array
+        return np.ascontiguousarray(array.T) if KERNEL_LAYOUT[canonical][1] else array
 
     def set_canonical(self, params: Mapping[str, np.ndarray]) -> None:
         """Assign this layer and direction's canonical tensors (short names ``w_x`` ...)."""
         for canonical, variable in self.variables_by_canonical_name().items():
             value = np.asarray(params[canonical])
-            value = value.T if self._CANONICAL[canonical][1] else value
+            value = value.T if KERNEL_LAYOUT[canonical][1] else value
             variable.assign(value.astype(variable.dtype))
 
     def get_canonical(self) -> dict[str, np.ndarray]:

@@ -37,7 +37,7 @@ import numpy as np
 from .._checks import check_input_shape, check_lengths, check_state_shape, state_shapes
 from .._evaluation import Evaluation
 from .._spec import Spec
-from .._weights import check_weights, weight_shapes
+from .._weights import check_weights, to_kernel_layout, weight_shapes
 from ._flax_linen import UniCell, UniRNN
 from ._flax_scan import (
     JAX_ACTIVATIONS,
@@ -46,9 +46,7 @@ from ._flax_scan import (
     JaxOps,
     Kernel,
     _layer_weights,
-    canonical_tensors,
     cell_name,
-    cell_tensors,
     to_flax_carry,
     to_internal_carry,
 )
@@ -61,8 +59,6 @@ __all__ = [
     "UniCell",
     "UniRNN",
     "build",
-    "canonical_tensors",
-    "cell_tensors",
     "evaluate",
     "variables_from_weights",
 ]
@@ -119,7 +115,7 @@ def variables_from_weights(spec: Spec, weights: Mapping[str, Any], dtype: Any = 
     params = {}
     for layer in range(spec.num_layers):
         for direction in spec.directions:
-            tensors = cell_tensors(spec, _layer_weights(weights, layer, direction))
+            tensors = to_kernel_layout(_layer_weights(weights, layer, direction))
             if dtype is not None:
                 tensors = {k: jnp.asarray(v, dtype) for k, v in tensors.items()}
             params[cell_name(layer, direction)] = tensors

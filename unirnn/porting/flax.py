@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._spec import Spec
-from .._weights import Weights, check_weights
+from .._weights import Weights, check_weights, from_kernel_layout, to_kernel_layout
 
 __all__ = ["FLAX_CELLS", "from_flax", "to_flax"]
 
@@ -108,12 +108,12 @@ def to_flax(spec: Spec, weights: Mapping[str, Any], cell: str | None = None, *,
     if api not in ("linen", "nnx"):
         raise ValueError(f"api: expected 'linen' or 'nnx'; received {api!r}")
     if cell is None:
-        from ..backends.flax import cell_name, cell_tensors
+        from ..backends.flax import cell_name
 
         params = {
             cell_name(layer, direction): {
                 name: np.asarray(value)
-                for name, value in cell_tensors(spec, weights.layer(layer, direction)).items()
+                for name, value in to_kernel_layout(weights.layer(layer, direction)).items()
             }
             for layer in range(spec.num_layers)
             for direction in spec.directions
@@ -360,7 +360,6 @@ def from_flax(obj: Any, cell: str | None = None, spec: Spec | None = None
     if cell is None:
         cell = _detect_cell(tree)
     if cell is None:
-        from ..backends.flax import canonical_tensors
 
         if "input_kernel" in tree:
             tree = {"layer0_forward": tree}
@@ -373,7 +372,7 @@ def from_flax(obj: Any, cell: str | None = None, spec: Spec | None = None
                     raise ValueError(f"params: missing {key!r} required by the spec "
                                      f"(num_layers={spec.num_layers}, "
                                      f"bidirectional={spec.bidirectional})")
-                for name, value in canonical_tensors(spec, tree[key]).items():
+                for name, value in from_kernel_layout(tree[key]).items():
                     arrays[f"layer{layer}.{direction}.{name}"] = np.asarray(value)
         return spec, check_weights(spec, arrays)
     if cell not in FLAX_CELLS:
