@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .._activations import resolve_activation
 
-__all__ = ["TORCH_ACTIVATIONS", "TorchOps"]
+__all__ = ["TORCH_ACTIVATIONS", "TorchOps", "project_inputs"]
 
 # -- activations -------------------------------------------------------------------------
 
@@ -67,6 +67,98 @@ class TorchOps:
 _RECURRENT = {"w_h": "b_h", "w_hrz": "b_hrz", "w_hn": "b_hn", "w_r": None}
 
 
+def _onednn_pack(w: Tensor, batch: int) -> Tensor | None:
+    """``w`` ``(out, in)`` reordered into oneDNN's blocked GEMM layout, or ``None``.
+
+    A recurrent GEMM multiplies the same weight by a small ``(N, in)`` state at every step;
+    oneDNN's pre-packed GEMM (the one ``nn.LSTM`` uses on CPU) runs it about 1.7x faster
+    than ``addmm`` at N=32, H=256. Packing costs one weight copy per scan. Only float32 on
+    a CPU build with oneDNN; ``None`` (plain ``addmm``) elsewhere, including builds where
+    these private ops are missing or refuse the weight.
+    """
+    if w.device.type != "cpu" or w.dtype != torch.float32 or not _ONEDNN["available"]:
+        return None
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(w, batch)
+    except (AttributeError, RuntimeError, NotImplementedError):
+        _ONEDNN["available"] = False
+        return None
+
+
+_ONEDNN = {"available": torch.backends.mkldnn.is_available()}
+
+
+def _onednn_linear(x: Tensor, packed: Tensor, add: Tensor | None) -> Tensor:
+    """``x @ w.T (+ add)`` on a packed weight; ``add``, a bias ``(out,)`` or a per-row term
+    ``(N, out)``, is fused into the GEMM."""
+    if add is None or add.dim() == 1:
+        return torch.ops.mkldnn._linear_pointwise(x, packed, add, "none", [], "")
+    return torch.ops.mkldnn._linear_pointwise.binary(x, add, packed, None, "add")
+
+
+class _OneDNNProjection(torch.autograd.Function):
+    """``x @ w.T + b`` for ``x`` ``(rows, in)`` through oneDNN, with the usual gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, w)
+        return _onednn_linear(x, w, b)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, w = ctx.saved_tensors
+        grad_x = grad.mm(w) if ctx.needs_input_grad[0] else None
+        grad_w = grad.t().mm(x) if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b
+
+
+def project_inputs(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """The input projection of all steps at once: ``x @ w.T + b`` for ``x`` ``(T, N, in)``.
+
+    One GEMM over ``T*N`` rows; in float32 on CPU through oneDNN with the bias fused into
+    it (about 15% faster than ``F.linear``, which first copies the broadcast bias into its
+    output), elsewhere ``F.linear``.
+    """
+    if x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32 \
+            or not _ONEDNN["available"] or torch.compiler.is_compiling():
+        return F.linear(x, w, b)
+    rows = x.reshape(-1, x.shape[-1])
+    try:
+        if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad
+                                        or b is not None and b.requires_grad):
+            out = _OneDNNProjection.apply(rows, w, b)
+        else:
+            out = _onednn_linear(rows, w, b)
+    except (AttributeError, RuntimeError, NotImplementedError):
+        _ONEDNN["available"] = False
+        return F.linear(x, w, b)
+    return out.view(*x.shape[:-1], w.shape[0])
+
+
+class _PackedLinear(torch.autograd.Function):
+    """``x @ w.T + add`` through oneDNN's packed GEMM, differentiable in ``x`` and ``add``.
+
+    ``w`` is the detached weight: its gradient comes from :class:`_WeightGradOverSteps`
+    (or is not wanted), so backward only needs ``dx = g @ w`` and ``d(add) = g``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, add: Tensor | None, packed: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(w)
+        ctx.add_dim = None if add is None else add.dim()
+        return _onednn_linear(x, packed, add)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        (w,) = ctx.saved_tensors
+        grad_x = grad.mm(w) if ctx.needs_input_grad[0] else None
+        grad_add = None
+        if ctx.needs_input_grad[1]:
+            grad_add = grad.sum(0) if ctx.add_dim == 1 else grad
+        return grad_x, grad_add, None, None
+
+
 class _WeightGradOverSteps(torch.autograd.Function):
     """The bias of every step, ``(T, N, out)``, whose backward also gives the weight's.
 
@@ -93,41 +185,58 @@ class _WeightGradOverSteps(torch.autograd.Function):
         return grad_w, grad_b, None, None
 
 
+class _Recurrent:
+    """One recurrent weight of a scan, prepared once: ``x @ w.T + b`` at every step."""
+
+    def __init__(self, w: Tensor, b: Tensor | None, steps_batch: tuple[int, int],
+                 defer_weight_grad: bool) -> None:
+        self.w = w.detach()
+        self.packed = _onednn_pack(self.w, steps_batch[1])
+        # without oneDNN: addmm on a contiguous transposed weight beats F.linear's view
+        self.w_t = self.w.t().contiguous() if self.packed is None else self.w
+        self.inputs: list[Tensor] | None = None
+        self.biases: Any = b  # a tensor, None, or an iterator over the steps' biases
+        if defer_weight_grad:
+            self.inputs = []
+            biases = _WeightGradOverSteps.apply(w, b, (*steps_batch, w.shape[0]), self.inputs)
+            self.biases = iter(biases.unbind(0))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.inputs is None:
+            bias = self.biases
+        else:
+            self.inputs.append(x.detach())
+            bias = next(self.biases)
+        if self.packed is not None:
+            if torch.is_grad_enabled() and (x.requires_grad or bias is not None
+                                            and bias.requires_grad):
+                return _PackedLinear.apply(x, bias, self.packed, self.w)
+            return _onednn_linear(x, self.packed, bias)
+        return torch.mm(x, self.w_t) if bias is None else torch.addmm(bias, x, self.w_t)
+
+
 class _ScanOps(TorchOps):
-    """:class:`TorchOps` for one scan: recurrent GEMMs on a pre-transposed weight.
+    """:class:`TorchOps` for one scan: each recurrent weight prepared once per scan.
 
     For each recurrent weight of ``prepared`` (``w_h``, ``w_hrz``, ``w_hn``, ``w_r``) the
-    transposed weight is made contiguous once per scan (``addmm`` on it is faster on CPU
-    than on the transposed view ``F.linear`` uses). With ``defer_weight_grads`` (autograd
-    on), ``linear(x, w, b)`` at step ``t`` is ``addmm(bias_t, x, w.detach().T)`` with
-    ``bias_t`` from :class:`_WeightGradOverSteps`, so the weight gradient is one GEMM.
+    weight is detached and laid out for the step GEMM once (oneDNN-packed in float32 on
+    CPU, else transposed contiguous for ``addmm``). With ``defer_weight_grads`` (autograd
+    on), ``linear(x, w, b)`` at step ``t`` is ``x @ w.T + bias_t`` with ``bias_t`` from
+    :class:`_WeightGradOverSteps`, so the weight gradient is one GEMM.
     """
 
     def __init__(self, prepared: Mapping[str, Any], steps_batch: tuple[int, int],
                  defer_weight_grads: bool) -> None:
-        self._slots: dict[int, tuple[Tensor, Any, list[Tensor] | None]] = {}
+        self._recurrent: dict[int, _Recurrent] = {}
         for wkey, bkey in _RECURRENT.items():
             w = prepared.get(wkey)
-            if w is None:
-                continue
-            b = prepared.get(bkey) if bkey else None
-            if defer_weight_grads:
-                inputs: list[Tensor] = []
-                biases = _WeightGradOverSteps.apply(w, b, (*steps_batch, w.shape[0]), inputs)
-                self._slots[id(w)] = (w.detach().t().contiguous(), iter(biases.unbind(0)),
-                                      inputs)
-            else:
-                self._slots[id(w)] = (w.detach().t().contiguous(), b, None)
+            if w is not None:
+                b = prepared.get(bkey) if bkey else None
+                self._recurrent[id(w)] = _Recurrent(w, b, steps_batch, defer_weight_grads)
 
     def linear(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-        slot = self._slots.get(id(w))
-        if slot is None:
-            return F.linear(x, w, b)
-        w_t, bias, inputs = slot
-        if inputs is None:
-            return torch.mm(x, w_t) if bias is None else torch.addmm(bias, x, w_t)
-        inputs.append(x.detach())
-        return torch.addmm(next(bias), x, w_t)
+        recurrent = self._recurrent.get(id(w))
+        return F.linear(x, w, b) if recurrent is None else recurrent(x)
 
 
 def _reverse(x: Tensor, index: Tensor | None) -> Tensor:

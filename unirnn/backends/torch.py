@@ -16,8 +16,10 @@ Two paths, chosen once at construction and named by ``module.kernel``:
   the module calls that kernel exactly as ``nn.RNNBase.forward`` does.
 - ``"unirnn.torch-loop"``: any other spec (custom activations, reset "before", update "new",
   peepholes, cell clip). The input projection of all steps is one GEMM, each step one
-  fused ``(G*H)``-wide recurrent GEMM (``F.linear``/``addmm``) plus the shared cell math of
-  :mod:`unirnn._cells`; time slices come from ``unbind``. Variable lengths mask the carry with
+  fused ``(G*H)``-wide recurrent GEMM plus the shared cell math of :mod:`unirnn._cells`;
+  time slices come from ``unbind``. In float32 on CPU both GEMMs run through oneDNN, the
+  recurrent one on a weight packed once per call (as ``nn.LSTM``'s CPU kernel does);
+  elsewhere ``F.linear``/``addmm``. Variable lengths mask the carry with
   ``torch.where``; the backward direction reverses each sequence within its length through
   a gather index computed once per call.
 """
@@ -39,7 +41,7 @@ from .._checks import check_input_shape, check_lengths, check_state_shape, state
 from .._evaluation import Evaluation
 from .._spec import Spec
 from .._weights import Weights, check_weights, weight_shapes
-from ._torch_kernels import TORCH_ACTIVATIONS, TorchOps, _reverse, _ScanOps
+from ._torch_kernels import TORCH_ACTIVATIONS, TorchOps, _reverse, _ScanOps, project_inputs
 
 __all__ = [
     "CUSTOM_KERNEL",
@@ -385,7 +387,7 @@ class TorchRNN(nn.Module):
               valid: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         cell = self._cell
         prepared = cell.prepare(params)
-        xp = F.linear(x, params["w_x"], params.get("b_x"))  # all steps: one GEMM
+        xp = project_inputs(x, params["w_x"], params.get("b_x"))  # all steps: one GEMM
         if not torch.compiler.is_compiling():
             defer = torch.is_grad_enabled() and any(p.requires_grad for p in params.values())
             cell = make_cell(self.spec, _ScanOps(prepared, (xp.shape[0], xp.shape[1]), defer))

@@ -1,0 +1,83 @@
+"""The float32 CPU fast path: oneDNN's packed GEMMs, used and exact to the suite's bounds.
+
+In float32 on CPU the custom path runs its input projection and recurrent GEMMs through
+oneDNN (``unirnn.backends._torch_kernels``); float64 and other devices use ``addmm``. These
+tests check that the oneDNN path is really taken, that its outputs match the oracle with it
+and without it, and that its hand-written backward matches the float64 ``addmm`` path, which
+``torch.autograd.gradcheck`` validates in test_torch_gradients.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import oracle
+import pytest
+from cases import SPECS
+from support import TOL, example_inputs, framework, max_rel_error, nonzero_weights
+
+import unirnn
+
+torch = framework("torch")
+torch_backend = importlib.import_module("unirnn.backends.torch")
+kernels = importlib.import_module("unirnn.backends._torch_kernels")
+
+CUSTOM = {name: spec for name, spec in SPECS.items()
+          if torch_backend.native_kernel(spec) is None}
+CUSTOM["lstm-relu-wide"] = unirnn.lstm(24, 40, activation="relu", num_layers=2)
+CUSTOM["gru-before-wide"] = unirnn.gru(24, 40, reset="before", bidirectional=True)
+
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
+                                  reason="this torch build has no oneDNN")
+
+
+@pytest.fixture
+def onednn_calls(monkeypatch):
+    """Count the oneDNN GEMMs the custom path issues."""
+    calls = []
+    real = kernels._onednn_linear
+
+    def counting(*args):
+        calls.append(args[0].shape)
+        return real(*args)
+
+    monkeypatch.setattr(kernels, "_onednn_linear", counting)
+    return calls
+
+
+@needs_onednn
+@pytest.mark.parametrize("enabled", [True, False], ids=["onednn", "addmm"])
+@pytest.mark.parametrize("spec", CUSTOM.values(), ids=list(CUSTOM))
+def test_float32_matches_oracle_with_and_without_onednn(spec, enabled, onednn_calls,
+                                                        monkeypatch):
+    monkeypatch.setitem(kernels._ONEDNN, "available", enabled)
+    weights = nonzero_weights(spec)
+    x, state, lengths = example_inputs(spec)
+    result = torch_backend.evaluate(spec, weights, x, initial_state=state, lengths=lengths,
+                                    dtype="float32")
+    ref_out, ref_final = oracle.run(spec, weights, x, state, lengths)
+    ref_final = ref_final if isinstance(ref_final, tuple) else (ref_final,)
+    assert max_rel_error(result.outputs, ref_out) <= TOL["float32"]
+    for actual, expected in zip(result.state, ref_final):
+        assert max_rel_error(actual, expected) <= TOL["float32"]
+    assert (len(onednn_calls) > 0) == enabled
+
+
+@needs_onednn
+@pytest.mark.parametrize("spec", CUSTOM.values(), ids=list(CUSTOM))
+def test_float32_onednn_gradients_match_float64_path(spec, onednn_calls):
+    """Gradients w.r.t. the input and every weight through oneDNN's GEMMs (float32) against
+    the float64 addmm path; relative to each gradient's scale."""
+    weights = nonzero_weights(spec, scale=0.4)
+    x, state, lengths = example_inputs(spec)
+    cot = np.random.default_rng(3).standard_normal(
+        (x.shape[0], x.shape[1], spec.num_directions * spec.output_size))
+    fast = torch_backend.evaluate(spec, weights, x, initial_state=state, lengths=lengths,
+                                  dtype="float32", cotangent=cot)
+    assert onednn_calls, "the float32 CPU path did not use oneDNN"
+    exact = torch_backend.evaluate(spec, weights, x, initial_state=state, lengths=lengths,
+                                   dtype="float64", cotangent=cot)
+    assert set(fast.grads) == set(exact.grads) == {"x", *unirnn.weight_shapes(spec)}
+    for name, expected in exact.grads.items():
+        assert max_rel_error(fast.grads[name], expected) <= 1e-4, name
