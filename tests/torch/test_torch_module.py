@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from support import framework, max_rel_error, nonzero_weights
@@ -127,11 +125,72 @@ def test_runs_inside_torch_compile():
     spec = unirnn.gru(2, 3, activations={"z": "gelu"})
     model = unirnn.build(spec, backend="torch", weights=nonzero_weights(spec),
                          dtype=torch.float64)
-    x = torch.randn(3, 2, 2, dtype=torch.float64)
-    start = time.perf_counter()
+    x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(x)[0], model(x)[0])
-    assert time.perf_counter() - start < 120
+    lengths = torch.tensor([3, 1])
+    got = compiled(x, lengths=lengths)[0]
+    want = model(x, lengths=lengths)[0]
+    torch.testing.assert_close(got, want)
+    (grad_got,) = torch.autograd.grad(got.sum(), x)
+    (grad_want,) = torch.autograd.grad(want.sum(), x)
+    torch.testing.assert_close(grad_got, grad_want)
+
+
+def test_native_path_inside_torch_compile():
+    spec = unirnn.lstm(2, 3)
+    model = unirnn.build(spec, backend="torch", weights=nonzero_weights(spec))
+    assert model.kernel == "torch._VF.lstm"
+    x = torch.randn(3, 2, 2)
+    torch.testing.assert_close(torch.compile(model, backend="eager")(x)[0], model(x)[0])
+
+
+def test_second_order_gradients():
+    """The custom path's fast backward is first-order: create_graph=True through it says so
+    instead of giving wrong numbers, and under torch.func (plain autograd ops) the Hessian
+    equals the native module's."""
+    spec = unirnn.gru(2, 3)
+    weights = nonzero_weights(spec, scale=0.4)
+    custom = unirnn.build(spec, backend="torch", weights=weights, dtype=torch.float64,
+                          path="custom")
+    native = unirnn.build(spec, backend="torch", weights=weights, dtype=torch.float64)
+    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="first-order gradients only.*torch.func"):
+        torch.autograd.grad(custom(x)[0].pow(2).sum(), x, create_graph=True)
+
+    def loss(module, params):
+        return torch.func.functional_call(module, params, (x,))[0].pow(2).sum()
+
+    params = {name: p.detach() for name, p in custom.named_parameters()}
+    hess_custom = torch.func.hessian(lambda p: loss(custom, {"weight_hh_l0": p}))(
+        params["weight_hh_l0"])
+    hess_native = torch.func.hessian(lambda p: loss(native, {"weight_hh_l0": p}))(
+        params["weight_hh_l0"])
+    torch.testing.assert_close(hess_custom, hess_native)
+
+
+@pytest.mark.parametrize("spec", [unirnn.gru(3, 4, activations={"n": "leaky_relu(0.2)"}),
+                                  unirnn.lstm(3, 4, activations={"o": "gelu_tanh"}),
+                                  unirnn.lstm(3, 4)], ids=["gru-leaky", "lstm-gelu-tanh",
+                                                           "lstm-native"])
+def test_whole_module_pickles(spec, tmp_path):
+    model = unirnn.build(spec, backend="torch", weights=nonzero_weights(spec))
+    x = torch.randn(5, 2, 3)
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert loaded.kernel == model.kernel
+    torch.testing.assert_close(loaded(x)[0], model(x)[0], rtol=0, atol=0)
+
+
+def test_flatten_parameters_like_native():
+    """Present like nn.RNNBase's (DataParallel code calls it); a no-op on CPU."""
+    spec = unirnn.lstm(3, 4)
+    model = unirnn.build(spec, backend="torch", weights=nonzero_weights(spec))
+    x = torch.randn(5, 2, 3)
+    before = model(x)[0]
+    model.flatten_parameters()
+    unirnn.build(unirnn.gru(3, 4, reset="before"), backend="torch").flatten_parameters()
+    torch.testing.assert_close(model(x)[0], before, rtol=0, atol=0)
 
 
 @pytest.mark.slow
@@ -157,9 +216,60 @@ def test_cuda_matches_cpu(spec):
                                cpu(x, lengths=[5, 3])[0])
 
 
+@pytest.fixture
+def exact_cudnn():
+    """cuDNN's RNNs may use TF32 for float32 unless told not to; the bounds assume IEEE."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = previous
+
+
 @pytest.mark.gpu
 @cuda
-def test_cuda_float32_matches_oracle():
+@pytest.mark.parametrize("family", ["rnn", "lstm", "gru"])
+def test_cuda_cudnn_matches_native_with_gradients(family, exact_cudnn):
+    """Built on CPU then moved with .to("cuda"): cuDNN through unirnn equals nn.* on CUDA,
+    packed input and hx included, with no warning about non-contiguous weights."""
+    import warnings
+
+    native_cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[family]
+    native = native_cls(3, 4, num_layers=2, bidirectional=True).cuda()
+    model = unirnn.port(native, to="torch").to("cuda")
+    assert model.kernel.startswith("torch._VF")
+    x = torch.randn(6, 3, 3, device="cuda", requires_grad=True)
+    h0 = torch.randn(4, 3, 4, device="cuda")
+    hx = (h0, torch.randn(4, 3, 4, device="cuda")) if family == "lstm" else h0
+    packed = nn.utils.rnn.pack_padded_sequence(x, [6, 4, 2], enforce_sorted=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got, got_state = model(packed, hx)
+    want, want_state = native(packed, hx)
+    torch.testing.assert_close(got.data, want.data)
+    (grad_got,) = torch.autograd.grad(got.data.sum(), x)
+    (grad_want,) = torch.autograd.grad(want.data.sum(), x)
+    torch.testing.assert_close(grad_got, grad_want)
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("spec", [unirnn.lstm(3, 4), unirnn.gru(3, 4, activations={"z": "gelu"})],
+                         ids=["cudnn-lstm", "custom-gru"])
+def test_cuda_bfloat16_runs_forward_and_backward(spec):
+    weights = nonzero_weights(spec)
+    exact = unirnn.build(spec, backend="torch", weights=weights, dtype=torch.float64)
+    model = unirnn.build(spec, backend="torch", weights=weights, dtype=torch.bfloat16,
+                         device="cuda")
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    out = model(x.to("cuda", torch.bfloat16))[0]
+    out.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert max_rel_error(out.float().cpu().detach().numpy(), exact(x)[0].detach().numpy()) < 5e-2
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_float32_matches_oracle(exact_cudnn):
     import oracle
     from cases import SPECS
 

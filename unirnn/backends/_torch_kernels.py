@@ -96,6 +96,19 @@ def _onednn_linear(x: Tensor, packed: Tensor, add: Tensor | None) -> Tensor:
     return torch.ops.mkldnn._linear_pointwise.binary(x, add, packed, None, "add")
 
 
+def _first_order_only() -> None:
+    """Refuse ``create_graph=True``: these backward passes are written for first-order
+    gradients (the weight enters each step detached), so a second derivative through them
+    would silently miss terms."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "unirnn's torch custom path computes first-order gradients only; for higher-"
+            "order gradients (create_graph=True, gradient penalties, Hessians) call the "
+            "module under torch.func (torch.func.grad, jacrev, hessian), where it runs "
+            "plain autograd ops"
+        )
+
+
 class _OneDNNProjection(torch.autograd.Function):
     """``x @ w.T + b`` for ``x`` ``(rows, in)`` through oneDNN, with the usual gradients."""
 
@@ -106,6 +119,7 @@ class _OneDNNProjection(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        _first_order_only()
         x, w = ctx.saved_tensors
         grad_x = grad.mm(w) if ctx.needs_input_grad[0] else None
         grad_w = grad.t().mm(x) if ctx.needs_input_grad[1] else None
@@ -136,27 +150,29 @@ def project_inputs(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     return out.view(*x.shape[:-1], w.shape[0])
 
 
-class _PackedLinear(torch.autograd.Function):
-    """``x @ w.T + add`` through oneDNN's packed GEMM, differentiable in ``x`` and ``add``.
+class _StepLinear(torch.autograd.Function):
+    """One step's recurrent GEMM ``x @ w.T + add``, differentiable in ``x`` and ``add`` only.
 
     ``w`` is the detached weight: its gradient comes from :class:`_WeightGradOverSteps`
-    (or is not wanted), so backward only needs ``dx = g @ w`` and ``d(add) = g``.
+    (or is not wanted), so backward needs only ``dx = g @ w`` and ``d(add) = g``. That
+    backward is first-order (:func:`_first_order_only`).
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, add: Tensor | None, packed: Tensor, w: Tensor) -> Tensor:
-        ctx.save_for_backward(w)
+    def forward(ctx: Any, x: Tensor, add: Tensor | None, recurrent: _Recurrent) -> Tensor:
+        ctx.save_for_backward(recurrent.w)
         ctx.add_dim = None if add is None else add.dim()
-        return _onednn_linear(x, packed, add)
+        return recurrent.gemm(x, add)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        _first_order_only()
         (w,) = ctx.saved_tensors
         grad_x = grad.mm(w) if ctx.needs_input_grad[0] else None
         grad_add = None
         if ctx.needs_input_grad[1]:
             grad_add = grad.sum(0) if ctx.add_dim == 1 else grad
-        return grad_x, grad_add, None, None
+        return grad_x, grad_add, None
 
 
 class _WeightGradOverSteps(torch.autograd.Function):
@@ -178,6 +194,7 @@ class _WeightGradOverSteps(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        _first_order_only()
         steps = torch.stack(ctx.inputs)
         grad_rows = grad.reshape(-1, grad.shape[-1])
         grad_w = grad_rows.t() @ steps.reshape(-1, steps.shape[-1])
@@ -201,18 +218,22 @@ class _Recurrent:
             biases = _WeightGradOverSteps.apply(w, b, (*steps_batch, w.shape[0]), self.inputs)
             self.biases = iter(biases.unbind(0))
 
+    def gemm(self, x: Tensor, add: Tensor | None) -> Tensor:
+        """``x @ w.T + add`` (``add``: a bias ``(out,)``, a step's ``(N, out)`` or None)."""
+        if self.packed is not None:
+            return _onednn_linear(x, self.packed, add)
+        return torch.mm(x, self.w_t) if add is None else torch.addmm(add, x, self.w_t)
+
     def __call__(self, x: Tensor) -> Tensor:
         if self.inputs is None:
             bias = self.biases
         else:
             self.inputs.append(x.detach())
             bias = next(self.biases)
-        if self.packed is not None:
-            if torch.is_grad_enabled() and (x.requires_grad or bias is not None
-                                            and bias.requires_grad):
-                return _PackedLinear.apply(x, bias, self.packed, self.w)
-            return _onednn_linear(x, self.packed, bias)
-        return torch.mm(x, self.w_t) if bias is None else torch.addmm(bias, x, self.w_t)
+        if torch.is_grad_enabled() and (x.requires_grad or bias is not None
+                                        and bias.requires_grad):
+            return _StepLinear.apply(x, bias, self)
+        return self.gemm(x, bias)
 
 
 class _ScanOps(TorchOps):

@@ -206,6 +206,33 @@ class TorchRNN(nn.Module):
             self.reset_parameters()
         else:
             self.load_canonical(weights)
+        self.flatten_parameters()
+
+    def flatten_parameters(self) -> None:
+        """As ``nn.RNNBase.flatten_parameters``: on CUDA with cuDNN, put the fused kernel's
+        weights in one buffer so that cuDNN does not copy them at every call. A no-op on
+        CPU and on the custom path."""
+        if self._vf_name is None:
+            return
+        # torch's own implementation reads these two lists and the size attributes
+        self._flat_weights = [getattr(self, name) for name in self._flat_names]
+        self._flat_weights_names = list(self._flat_names)
+        nn.RNNBase.flatten_parameters(self)  # type: ignore[arg-type]
+
+    def _apply(self, fn: Any, recurse: bool = True) -> TorchRNN:
+        result = super()._apply(fn, recurse)
+        self.flatten_parameters()  # new tensors after .to()/.cuda(): lay them out again
+        return result
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the cell holds activation functions (lambdas, partials); it is rebuilt from the spec
+        state = self.__dict__.copy()
+        state.pop("_cell", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._cell = make_cell(self.spec, TorchOps())
 
     # -- parameters ------------------------------------------------------------------
 
@@ -271,6 +298,13 @@ class TorchRNN(nn.Module):
         if unbatched:
             check_input_shape(spec, (1, *input.shape), "(T, I) or " + layout)
             input = input.unsqueeze(0 if self.batch_first else 1)
+            given = hx if isinstance(hx, (tuple, list)) else () if hx is None else (hx,)
+            for state in given:
+                if isinstance(state, Tensor) and state.dim() != 2:
+                    raise ValueError(
+                        f"hx: unbatched (T, I) input takes 2-D states (L*D, H); received a "
+                        f"{state.dim()}-D state of shape {tuple(state.shape)}"
+                    )
             if hx is not None:
                 hx = tuple(s.unsqueeze(1) for s in hx) if isinstance(hx, (tuple, list)) else (
                     hx.unsqueeze(1))
@@ -280,7 +314,10 @@ class TorchRNN(nn.Module):
         steps, batch = time_major.shape[:2]
         states = self._initial_state(hx, batch, input)
         lens: Tensor | None = None
-        if lengths is not None:
+        if lengths is not None and torch.compiler.is_compiling():
+            # validated in eager only: the check reads the values on the host
+            lens = torch.as_tensor(lengths)
+        elif lengths is not None:
             lens = torch.as_tensor(
                 check_lengths(
                     lengths.detach().cpu().numpy() if isinstance(lengths, Tensor) else lengths,
@@ -388,7 +425,9 @@ class TorchRNN(nn.Module):
         cell = self._cell
         prepared = cell.prepare(params)
         xp = project_inputs(x, params["w_x"], params.get("b_x"))  # all steps: one GEMM
-        if not torch.compiler.is_compiling():
+        # torch.compile traces the plain ops; torch.func transforms (grad, jacrev, hessian)
+        # need them too: the scan ops' autograd Functions are first-order only.
+        if not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()):
             defer = torch.is_grad_enabled() and any(p.requires_grad for p in params.values())
             cell = make_cell(self.spec, _ScanOps(prepared, (xp.shape[0], xp.shape[1]), defer))
         outputs = []
@@ -396,12 +435,12 @@ class TorchRNN(nn.Module):
             for xp_t in xp.unbind(0):
                 carry, y = cell.step(prepared, xp_t, carry)
                 outputs.append(y)
-        else:
-            for xp_t, valid_t in zip(xp.unbind(0), valid.unsqueeze(-1).unbind(0)):
-                new_carry, y = cell.step(prepared, xp_t, carry)
-                carry = tuple(torch.where(valid_t, n, o) for n, o in zip(new_carry, carry))
-                outputs.append(torch.where(valid_t, y, 0.0))
-        return torch.stack(outputs), carry
+            return torch.stack(outputs), carry
+        for xp_t, valid_t in zip(xp.unbind(0), valid.unsqueeze(-1).unbind(0)):
+            new_carry, y = cell.step(prepared, xp_t, carry)
+            carry = tuple(torch.where(valid_t, n, o) for n, o in zip(new_carry, carry))
+            outputs.append(y)
+        return torch.where(valid.unsqueeze(-1), torch.stack(outputs), 0.0), carry
 
 
 def _repack(y: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
