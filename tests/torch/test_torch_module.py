@@ -86,8 +86,13 @@ def test_padded_outputs_are_zero_and_state_is_last_valid():
         (lambda m: m(torch.zeros(5, 2, 3), (torch.zeros(1, 3, 4), torch.zeros(1, 2, 4))),
          r"h0: expected shape \(1, 2, 4\)"),
         (lambda m: m(np.zeros((5, 2, 3))), "torch.Tensor"),
+        (lambda m: m(torch.zeros(5, 2, 3, dtype=torch.float64)),
+         "expected dtype torch.float32.*received torch.float64"),
+        (lambda m: m(torch.zeros(5, 3), (torch.zeros(1, 1, 4), torch.zeros(1, 1, 4))),
+         r"2-D states.*\(1, 1, 4\)"),
     ],
-    ids=["features", "rank", "length-zero", "lengths-shape", "lstm-pair", "h0-shape", "numpy"],
+    ids=["features", "rank", "length-zero", "lengths-shape", "lstm-pair", "h0-shape", "numpy",
+         "dtype", "unbatched-hx-rank"],
 )
 def test_bad_input_is_a_clear_error(call, message):
     model = unirnn.build(unirnn.lstm(3, 4), backend="torch")

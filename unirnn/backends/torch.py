@@ -293,6 +293,12 @@ class TorchRNN(nn.Module):
         if not isinstance(input, Tensor):
             raise ValueError(f"input: expected a torch.Tensor or PackedSequence; "
                              f"received {type(input).__name__}")
+        expected_dtype = getattr(self, self._flat_names[0]).dtype
+        if input.dtype != expected_dtype:
+            raise ValueError(
+                f"input: expected dtype {expected_dtype} (the parameters'); received "
+                f"{input.dtype}; convert one with .to()"
+            )
         unbatched = input.dim() == 2
         layout = "(N, T, I)" if self.batch_first else "(T, N, I)"
         if unbatched:
