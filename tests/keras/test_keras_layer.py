@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import oracle
 import pytest
+from conftest import float64_ready
 from support import TOL, example_inputs, framework, max_rel_error, nonzero_weights
 
 import unirnn
@@ -93,9 +94,140 @@ def test_go_backwards_reads_valid_steps_reversed(keras_backend, path):
     x = _padded(spec, lengths)
     mask = np.arange(6)[None, :] < lengths[:, None]
     out = keras.ops.convert_to_numpy(layer(x, mask=mask))
-    # Keras' meaning: outputs in processing order, i.e. a forward run on the reversed steps.
+    # Keras' go_backwards: the time-reversed input and mask, outputs in processing order,
+    # so a sequence of L valid steps of T gives [0] * (T - L) + [y_{L-1}, ..., y_0] where
+    # y is a forward run over the valid steps reversed.
     ref, _ = oracle.run(spec, weights, reverse_padded(x, lengths), None, lengths)
-    assert max_rel_error(out, ref) <= TOL["float32"]
+    assert max_rel_error(out[0], ref[0]) <= TOL["float32"]
+    assert max_rel_error(out[1, 2:], ref[1, :4]) <= TOL["float32"]
+    assert np.all(out[1, :2] == 0.0)
+
+
+def _keras_layer(cls, seed, **config):
+    """Keras' own layer (built, every weight non-zero) and a go_backwards=False twin holding
+    the same weights, which from_keras imports (it refuses a lone go_backwards layer)."""
+    layer = cls(4, return_sequences=True, return_state=True, **config)
+    layer.build((None, None, 3))
+    rng = np.random.default_rng(seed)
+    layer.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype(w.dtype)
+                       for w in layer.get_weights()])
+    if isinstance(layer, keras.layers.Bidirectional):
+        return layer, layer
+    twin = cls(4, **{k: v for k, v in config.items() if k != "go_backwards"})
+    twin.build((None, None, 3))
+    twin.set_weights(layer.get_weights())
+    return layer, twin
+
+
+def _pre_padded(seed=3):
+    """keras.utils.pad_sequences' default padding='pre', and a Masking layer's mask."""
+    rng = np.random.default_rng(seed)
+    sequences = [rng.standard_normal((n, 3)) for n in (6, 2, 4)]
+    x = keras.utils.pad_sequences(sequences, dtype="float32")  # padding="pre"
+    mask = keras.ops.convert_to_numpy(keras.layers.Masking(0.0).compute_mask(x))
+    assert mask.tolist()[1] == [False] * 4 + [True] * 2
+    return x, mask
+
+
+MASKS = {
+    "pre-padded": lambda: _pre_padded(),
+    "holes": lambda: (_padded(CASES["lstm-bidir"], [6, 6, 6], seed=4),
+                      np.array([[1, 0, 1, 1, 0, 1], [0, 1, 1, 0, 0, 1], [1, 1, 1, 1, 1, 0]],
+                               bool)),
+}
+RECURRENT = {"LSTM": lambda: keras.layers.LSTM, "GRU": lambda: keras.layers.GRU,
+             "GRU-reset-before": lambda: keras.layers.GRU}
+
+
+def _config(name, **config):
+    return {**config, "reset_after": False} if name == "GRU-reset-before" else config
+
+
+def _assert_like_keras(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert max_rel_error(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)) \
+            <= TOL["float32"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("mask_name", list(MASKS))
+@pytest.mark.parametrize("name", list(RECURRENT))
+def test_mask_means_what_keras_layers_do(keras_backend, name, mask_name, path):
+    """Any mask pattern: a masked step keeps the state and outputs zero, as Keras' own
+    LSTM/GRU with zero_output_for_mask=True (their default repeats the previous output,
+    which for pre-padding is the same zeros)."""
+    x, mask = MASKS[mask_name]()
+    theirs, twin = _keras_layer(RECURRENT[name](), seed=5,
+                                **_config(name, zero_output_for_mask=True))
+    spec, weights = unirnn.from_keras(twin)
+    layer = unirnn.build(spec, backend="keras", weights=weights, path=path, return_state=True)
+    ours = layer(x, mask=mask)
+    _assert_like_keras(ours, theirs(x, mask=mask))
+    if mask_name == "pre-padded":
+        default, _ = _keras_layer(RECURRENT[name](), seed=5, **_config(name))
+        _assert_like_keras(ours, default(x, mask=mask))
+        # and the oracle: the valid steps alone, outputs zero before them
+        out = keras.ops.convert_to_numpy(ours[0])
+        for n, length in enumerate(mask.sum(axis=1)):
+            ref, _ = oracle.run(spec, weights, x[n:n + 1, 6 - length:])
+            assert max_rel_error(out[n:n + 1, 6 - length:], ref) <= TOL["float32"]
+            assert np.all(out[n, :6 - length] == 0.0)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("mask_name", list(MASKS))
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+def test_bidirectional_mask_matches_keras_bidirectional(keras_backend, name, mask_name, path):
+    x, mask = MASKS[mask_name]()
+    theirs, _ = _keras_layer(lambda units, **c: keras.layers.Bidirectional(
+        RECURRENT[name]()(units, **c)), seed=6)
+    spec, weights = unirnn.from_keras(theirs)
+    assert spec.bidirectional
+    layer = unirnn.build(spec, backend="keras", weights=weights, path=path, return_state=True)
+    _assert_like_keras(layer(x, mask=mask), theirs(x, mask=mask))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("mask_name", ["prefix", *MASKS])
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+def test_go_backwards_matches_keras_layer(keras_backend, name, mask_name, path):
+    if mask_name == "prefix":
+        lengths = np.array([6, 3, 4])
+        x, mask = _padded(CASES["lstm-bidir"], lengths), np.arange(6) < lengths[:, None]
+    else:
+        x, mask = MASKS[mask_name]()
+    theirs, twin = _keras_layer(RECURRENT[name](), seed=7, go_backwards=True,
+                                zero_output_for_mask=True)
+    spec, weights = unirnn.from_keras(twin)
+    layer = unirnn.build(spec, backend="keras", weights=weights, path=path, return_state=True,
+                         go_backwards=True)
+    ours = layer(x, mask=mask)
+    _assert_like_keras(ours, theirs(x, mask=mask))
+    if mask_name == "prefix":  # 3 valid steps of 6: [0, 0, 0, y2, y1, y0]
+        assert np.all(keras.ops.convert_to_numpy(ours[0])[1, :3] == 0.0)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_call_rejects_bad_input(keras_backend, path):
+    spec = unirnn.lstm(3, 4, num_layers=2)
+    layer, _ = _layer(spec, path)
+    x = np.zeros((2, 5, 3), np.float32)
+    with pytest.raises(ValueError, match=r"expected a rank-3 array \(N, T, I\) with I=3; "
+                                         r"received shape \(2, 5\)"):
+        layer(np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match=r"expected 3 features .* received shape \(2, 5, 4\)"):
+        layer(np.zeros((2, 5, 4), np.float32))
+    with pytest.raises(ValueError, match=r"mask: expected shape \(N, T\) = \(2, 5\)"):
+        layer(x, mask=np.ones((2, 4), bool))
+    state = [np.zeros((2, 4), np.float32) for _ in range(4)]
+    layer(x, initial_state=state)  # the right shapes run
+    bad = state[:3] + [np.zeros((2, 5), np.float32)]
+    with pytest.raises(ValueError, match=r"initial_state\[3\] \(layer 1, forward, c\): "
+                                         r"expected shape \(N, 4\) with N=2; received \(2, 5\)"):
+        layer(x, initial_state=bad)
+    with pytest.raises(ValueError, match=r"initial_state\[0\].*received \(3, 4\)"):
+        layer(x, initial_state=[np.zeros((3, 4), np.float32)] + state[1:])
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -112,25 +244,142 @@ def test_dropout_between_layers_only_in_training(keras_backend, path):
     assert single.dropout_layer is None
 
 
+FILE_CASES = {
+    "lstm-bidir": (CASES["lstm-bidir"], {}),
+    "gru-gelu-z-bidir": (CASES["gru-gelu-z-bidir"], {"return_state": True}),
+    "lstm-proj-2layer-dropout": (unirnn.lstm(3, 5, proj_size=2, num_layers=2, dropout=0.3),
+                                 {"go_backwards": True, "return_state": True}),
+    "gru-2layer-bidir-dropout": (unirnn.gru(3, 4, num_layers=2, bidirectional=True,
+                                            dropout=0.2),
+                                 {"go_backwards": True, "return_sequences": False}),
+}
+
+
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("name", ["lstm-bidir", "gru-gelu-z-bidir"])
+@pytest.mark.parametrize("name", list(FILE_CASES))
 def test_keras_file_round_trip(keras_backend, name, path, tmp_path):
-    spec = CASES[name]
-    layer, _ = _layer(spec, path)
+    spec, options = FILE_CASES[name]
+    layer, weights = _layer(spec, path, **options)
     config = layer.get_config()
     assert unirnn.Spec.from_dict(config["spec"]) == spec
+    assert config["path"] == layer.resolved_path == (
+        "native" if layer.kernel != "unirnn.keras-cell" else "custom")
     clone = type(layer).from_config(config)
     assert clone.spec == spec and clone.kernel == layer.kernel
-    model = keras.Sequential([keras.Input((None, 3)), layer])
-    x = _padded(spec, [6, 6])
-    expected = keras.ops.convert_to_numpy(model(x))
+    inputs = keras.Input((None, 3))
+    model = keras.Model(inputs, layer(keras.layers.Masking(0.0)(inputs)))
+    lengths = np.array([6, 3])
+    x = _padded(spec, lengths)
+    expected = [keras.ops.convert_to_numpy(r) for r in keras.tree.flatten(model(x))]
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     restored = loaded.layers[-1]
     assert restored.spec == spec and restored.kernel == layer.kernel
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)), expected)
+    for option in ("return_sequences", "return_state", "go_backwards"):
+        assert getattr(restored, option) == getattr(layer, option)
+    for got, want in zip(keras.tree.flatten(loaded(x)), expected, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
     for key, value in restored.canonical_weights().items():
         np.testing.assert_array_equal(value, layer.canonical_weights()[key])
+    # the numbers are the spec's: the oracle on the reversed valid steps for go_backwards
+    inputs = reverse_padded(x, lengths) if layer.go_backwards else x
+    ref, _ = oracle.run(spec, weights, inputs, None, lengths)
+    out = expected[0]
+    if not layer.return_sequences:
+        return
+    if layer.go_backwards:  # outputs in processing order, padding first
+        out = np.stack([np.roll(out[n], -(6 - n_len), axis=0)
+                        for n, n_len in enumerate(lengths)])
+    assert max_rel_error(out, ref) <= TOL["float32"]
+
+
+def _run_python(code, backend, cwd):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_ENABLE_X64": "1",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, cwd=cwd, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+OTHER_BACKEND = {"tensorflow": "jax", "jax": "tensorflow", "torch": "tensorflow"}
+
+
+def test_float64_file_loads_on_another_keras_backend(keras_backend, tmp_path):
+    """The resolved path is saved: a float64 layer saved on jax or torch (custom cell, where
+    Keras' own layers compute float32) loads on tensorflow, where `auto` would pick Keras'
+    LSTM, with the same variables and numbers; and a native one saved on tensorflow gives a
+    clear error on jax instead of a variable-count mismatch."""
+    if not float64_ready(keras_backend):
+        pytest.skip("jax without x64")
+    spec = unirnn.lstm(3, 4, bidirectional=True)
+    weights = nonzero_weights(spec)
+    x, _, lengths = example_inputs(spec)
+    mask = np.arange(6)[None, :] < lengths[:, None]
+    np.savez(tmp_path / "inputs.npz", x=x, mask=mask)
+    here = tmp_path / "here.keras"
+    layer = unirnn.build(spec, backend="keras", weights=weights, dtype="float64")
+    keras.Sequential([keras.Input((None, 3), dtype="float64"), layer]).save(here)
+    other = OTHER_BACKEND[keras_backend]
+    code = (
+        "import json, numpy as np, keras, unirnn\n"
+        "import unirnn.backends.keras\n"
+        "from unirnn.backends._keras_layout import native_problem\n"
+        "data = np.load('inputs.npz')\n"
+        "out = {}\n"
+        "try:\n"
+        "    model = keras.saving.load_model('here.keras')\n"
+        "    out['kernel'] = model.layers[-1].kernel\n"
+        "    np.save('outputs.npy', keras.ops.convert_to_numpy(model(data['x'], "
+        "mask=data['mask'])))\n"
+        "except Exception as err:\n"
+        "    out['error'] = str(err)\n"
+        "spec = unirnn.lstm(3, 4, bidirectional=True)\n"
+        "out['auto'] = native_problem(spec, 'float64', keras.backend.backend()) is None\n"
+        "print('RESULT', json.dumps(out))\n"
+    )
+    line = _run_python(code, other, tmp_path).split("RESULT ")[-1]
+    import json
+
+    result = json.loads(line)
+    if layer.kernel == "unirnn.keras-cell":  # saved on jax/torch, loaded on tensorflow
+        assert result["auto"], "tensorflow's auto path would pick Keras' own LSTM"
+        assert result.get("kernel") == "unirnn.keras-cell", result
+        ref, _ = oracle.run(spec, weights, x, None, lengths)
+        assert max_rel_error(np.load(tmp_path / "outputs.npy"), ref) <= TOL["float64"]
+    else:  # Keras' own LSTM saved on tensorflow cannot run float64 on jax
+        assert "saved on path 'native'" in result["error"], result
+        assert "compute float64 in float32" in result["error"], result
+
+
+def test_keras_file_loads_in_a_fresh_process(keras_backend, tmp_path):
+    """keras.saving.load_model needs unirnn's Keras classes registered: `import unirnn`
+    alone stays framework-free, so the error names the module to import; importing it, or
+    unirnn.from_keras(path), loads the file."""
+    spec = unirnn.gru(3, 4, activations={"z": "gelu"})
+    layer, weights = _layer(spec, "auto")
+    keras.Sequential([keras.Input((None, 3)), layer]).save(tmp_path / "m.keras")
+    code = (
+        "import sys, numpy as np, unirnn, keras\n"
+        "assert 'unirnn.backends.keras' not in sys.modules\n"
+        "try:\n"
+        "    keras.saving.load_model('m.keras')\n"
+        "    print('PLAIN loaded')\n"
+        "except Exception as err:\n"
+        "    print('PLAIN', 'unirnn.backends.keras' in str(err))\n"
+        "spec, weights = unirnn.from_keras('m.keras')\n"
+        "print('FROM_KERAS', spec.to_json())\n"
+        "model = keras.saving.load_model('m.keras')\n"
+        "print('LOADED', model.layers[-1].kernel)\n"
+    )
+    out = _run_python(code, keras_backend, tmp_path)
+    assert "PLAIN loaded" in out or "PLAIN True" in out, out
+    assert f"FROM_KERAS {spec.to_json()}" in out
+    assert "LOADED unirnn.keras-cell" in out
 
 
 def test_cell_runs_inside_keras_rnn(keras_backend):

@@ -47,6 +47,88 @@ def test_float64_auto_path_is_exact_on_every_backend(keras_backend):
     assert layer.kernel == expected
 
 
+FLOAT64_ACTIVATION_SPECS = {
+    "gru-gelu": unirnn.gru(3, 4, activation="gelu"),
+    "lstm-leaky-0.2": unirnn.lstm(3, 4, activation="leaky_relu(0.2)"),
+    "rnn-gelu": unirnn.rnn(3, 4, activation="gelu"),
+    "gru-leaky-gates": unirnn.gru(3, 4, recurrent_activation="leaky_relu(0.2)"),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOAT64_ACTIVATION_SPECS))
+def test_float64_gelu_and_leaky_relu_are_exact(keras_backend, name):
+    """Keras' own layers compute these specs, but TensorFlow's gelu and leaky_relu miss
+    float64 (5e-9, 2e-8): in float64 `auto` takes the custom cell and `native` refuses."""
+    if not float64_ready(keras_backend):
+        pytest.skip("jax without x64")
+    spec = FLOAT64_ACTIVATION_SPECS[name]
+    assert native_problem(spec) is None  # Keras' layers express it (float32 runs there)
+    weights = nonzero_weights(spec, scale=1.0)
+    x, state, lengths = example_inputs(spec)
+    result = keras_backend_module.evaluate(spec, weights, x, initial_state=state,
+                                           lengths=lengths, dtype="float64")
+    ref_out, ref_final = oracle.run(spec, weights, x, state, lengths)
+    assert result.kernel == "unirnn.keras-cell"
+    assert max_rel_error(result.outputs, ref_out) <= TOL["float64"]
+    assert max_rel_error(_flat(result.state), _flat(ref_final)) <= TOL["float64"]
+    with pytest.raises(ValueError, match=r"path='native'.*float64"):
+        unirnn.build(spec, backend="keras", dtype="float64", path="native")
+    assert unirnn.build(spec, backend="keras").kernel.startswith("keras.layers.")
+
+
+def test_float64_inexact_set_is_tensorflows(keras_backend):
+    """FLOAT64_INEXACT_ON_TENSORFLOW names exactly the mapped activations whose TensorFlow
+    kernels miss the numpy registry in float64 (the others are within 1e-14)."""
+    if keras_backend != "tensorflow":
+        pytest.skip("the set describes TensorFlow's kernels; Keras' own layers are not "
+                    "used in float64 on jax or torch")
+    from unirnn._activations import NUMPY_ACTIVATIONS, resolve_activation
+    from unirnn.backends._keras_layout import (
+        FLOAT64_INEXACT_ON_TENSORFLOW,
+        KERAS_ACTIVATION_NAMES,
+    )
+
+    x = np.linspace(-7.0, 7.0, 20001)
+    inexact = set()
+    for name, keras_name in KERAS_ACTIVATION_NAMES.items():
+        ref = resolve_activation(name, "numpy", NUMPY_ACTIVATIONS)(x)
+        got = keras.ops.convert_to_numpy(
+            keras.activations.get(keras_name)(keras.ops.convert_to_tensor(x, "float64")))
+        if max_rel_error(got, ref) > 1e-14:
+            inexact.add(name)
+    assert inexact == set(FLOAT64_INEXACT_ON_TENSORFLOW)
+
+
+def test_native_float64_is_refused_where_keras_computes_float32(keras_backend):
+    """Keras' own layers compute float64 in float32 on jax and torch: path='native' raises
+    there, and to_keras in float64 gives the custom layer (auto) or raises (native)."""
+    if not float64_ready(keras_backend):
+        pytest.skip("jax without x64")
+    spec = unirnn.gru(3, 4, bidirectional=True)
+    weights = nonzero_weights(spec)
+    x, state, lengths = example_inputs(spec)
+    ref, _ = oracle.run(spec, weights, x, state, lengths)
+    layer = unirnn.to_keras(spec, weights, dtype="float64")
+    if keras_backend == "tensorflow":
+        result = keras_backend_module.evaluate(spec, weights, x, initial_state=state,
+                                               lengths=lengths, path="native")
+        assert result.kernel == "keras.layers.GRU"
+        assert max_rel_error(result.outputs, ref) <= TOL["float64"]
+        assert isinstance(layer, keras.layers.Bidirectional)
+        return
+    message = (rf"path='native'.*dtype float64: Keras' own layers compute float64 in "
+               rf"float32 on Keras' {keras_backend} backend")
+    with pytest.raises(ValueError, match=message):
+        unirnn.build(spec, backend="keras", dtype="float64", path="native")
+    with pytest.raises(ValueError, match=message):
+        unirnn.to_keras(spec, weights, dtype="float64", path="native")
+    assert layer.kernel == "unirnn.keras-cell" and layer.compute_dtype == "float64"
+    mask = np.arange(6)[None, :] < lengths[:, None]
+    out = keras.ops.convert_to_numpy(layer(x, mask=mask, initial_state=[
+        state[row] for row in range(2)]))
+    assert max_rel_error(out, ref) <= TOL["float64"]
+
+
 # (case, path): every case as unirnn.build picks it, and the custom cell forced on the
 # cases Keras' own layers compute (elsewhere "auto" already is the custom cell).
 PATH_CASES = [(name, "auto") for name in SPECS] + [
@@ -94,6 +176,10 @@ EXPECTED_NATIVE = {
     "gru-before": "keras.layers.GRU",
     "lstm-bidir-2layer": "keras.layers.LSTM",
     "lstm-hard-sigmoid": "keras.layers.LSTM",
+    "rnn-nobias": "keras.layers.SimpleRNN",
+    "lstm-nobias": "keras.layers.LSTM",
+    "gru-nobias": "keras.layers.GRU",
+    "gru-before-nobias-bidir": "keras.layers.GRU",
 }
 DISPATCH_SPECS = {
     **STANDARD,
@@ -101,16 +187,60 @@ DISPATCH_SPECS = {
     "gru-before": unirnn.gru(3, 4, reset="before"),
     "lstm-bidir-2layer": unirnn.lstm(3, 4, num_layers=2, bidirectional=True, dropout=0.2),
     "lstm-hard-sigmoid": unirnn.lstm(3, 4, recurrent_activation="hard_sigmoid"),
+    "rnn-nobias": unirnn.rnn(3, 4, bias=False),
+    "lstm-nobias": unirnn.lstm(3, 4, bias=False),
+    "gru-nobias": unirnn.gru(3, 4, bias=False),
+    "gru-before-nobias-bidir": unirnn.gru(3, 4, reset="before", bias=False, bidirectional=True),
 }
 
 
 @pytest.mark.parametrize("name", list(DISPATCH_SPECS))
 def test_native_when_keras_expresses_it(keras_backend, name):
-    layer = unirnn.build(DISPATCH_SPECS[name], backend="keras")
+    spec = DISPATCH_SPECS[name]
+    if name == "gru-nobias" and not _keras_gru_without_bias_runs():
+        pytest.skip("Keras' own GRU(use_bias=False) fails here (jax with x64); "
+                    "test_gru_without_bias_where_keras_fails covers it")
+    weights = nonzero_weights(spec).astype(np.float32)
+    layer = unirnn.build(spec, backend="keras", weights=weights)
     assert layer.kernel == EXPECTED_NATIVE[name]
     assert layer.native_layers and not layer.cells
-    forced = unirnn.build(DISPATCH_SPECS[name], backend="keras", path="custom")
+    for native in layer.native_layers:
+        inner = native.forward_layer if spec.bidirectional else native
+        assert inner.use_bias == spec.bias
+    forced = unirnn.build(spec, backend="keras", path="custom", weights=weights)
     assert forced.kernel == "unirnn.keras-cell"
+    x, _, _ = example_inputs(spec, with_state=False, with_lengths=False)
+    ref, _ = oracle.run(spec, weights, x.astype(np.float32))
+    for built in (layer, forced):
+        out = keras.ops.convert_to_numpy(built(x.astype(np.float32)))
+        assert max_rel_error(out, ref) <= TOL["float32"]
+
+
+def _keras_gru_without_bias_runs() -> bool:
+    layer = keras.layers.GRU(4, use_bias=False, return_sequences=True)
+    try:
+        layer(np.zeros((2, 5, 3), np.float32))
+    except Exception:  # Keras' jax GRU kernel: a float64 zero bias under x64
+        return False
+    return True
+
+
+def test_gru_without_bias_where_keras_fails(keras_backend):
+    """unirnn takes Keras' GRU(use_bias=False) exactly where it runs (on jax with x64 its
+    fused kernel adds a float64 zero bias and fails); otherwise the custom cell, same numbers."""
+    spec = unirnn.gru(3, 4, bias=False)
+    runs = _keras_gru_without_bias_runs()
+    assert runs == (keras_backend != "jax" or not float64_ready(keras_backend))
+    weights = nonzero_weights(spec).astype(np.float32)
+    layer = unirnn.build(spec, backend="keras", weights=weights)
+    assert layer.kernel == ("keras.layers.GRU" if runs else "unirnn.keras-cell")
+    x, _, _ = example_inputs(spec, with_state=False, with_lengths=False)
+    ref, _ = oracle.run(spec, weights, x.astype(np.float32))
+    out = keras.ops.convert_to_numpy(layer(x.astype(np.float32)))
+    assert max_rel_error(out, ref) <= TOL["float32"]
+    if not runs:
+        with pytest.raises(ValueError, match="bias=False with reset='after'"):
+            unirnn.build(spec, backend="keras", path="native")
 
 
 CUSTOM_ONLY = {

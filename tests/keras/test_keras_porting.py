@@ -184,3 +184,77 @@ def test_activation_without_identical_unirnn_name_is_refused(keras_backend):
     layer.build((None, None, 3))
     with pytest.raises(ValueError, match="no identical unirnn activation"):
         unirnn.from_keras(layer)
+
+
+def test_bidirectional_backward_layer_must_match_the_forward_one(keras_backend):
+    """Keras' backward_layer may differ from the forward layer; a unirnn spec cannot."""
+    layer = keras.layers.Bidirectional(
+        keras.layers.LSTM(4, return_sequences=True),
+        backward_layer=keras.layers.LSTM(4, activation="relu", go_backwards=True,
+                                         return_sequences=True))
+    layer.build((None, None, 3))
+    with pytest.raises(ValueError, match=r"backward layer .* differs in activations: forward "
+                                         r".*'g': 'tanh'.* backward .*'g': 'relu'"):
+        unirnn.from_keras(layer)
+    bigger = keras.layers.Bidirectional(
+        keras.layers.GRU(4), backward_layer=keras.layers.GRU(4, reset_after=False,
+                                                             go_backwards=True))
+    bigger.build((None, None, 3))
+    with pytest.raises(ValueError, match="differs in reset: forward 'after', backward 'before'"):
+        unirnn.from_keras(bigger)
+    forward_backwards = keras.layers.Bidirectional(keras.layers.LSTM(4, go_backwards=True),
+                                                   backward_layer=keras.layers.LSTM(4))
+    forward_backwards.build((None, None, 3))
+    with pytest.raises(ValueError, match="forward layer with go_backwards=False"):
+        unirnn.from_keras(forward_backwards)
+
+
+def test_bidirectional_with_an_equal_backward_layer_is_imported(keras_backend):
+    layer = keras.layers.Bidirectional(
+        keras.layers.LSTM(4, return_sequences=True),
+        backward_layer=keras.layers.LSTM(4, go_backwards=True, return_sequences=True,
+                                         name="my_backward"))
+    x = np.random.default_rng(1).standard_normal((2, 5, 3)).astype(np.float32)
+    layer(x)
+    _randomise(layer, seed=2)
+    expected = keras.ops.convert_to_numpy(layer(x))
+    spec, weights = unirnn.from_keras(layer)
+    assert spec == unirnn.lstm(3, 4, bidirectional=True)
+    ref, _ = oracle.run(spec, weights, x)
+    assert max_rel_error(ref, expected) <= TOL["float32"]
+
+
+def test_to_keras_rejects_unknown_path_and_dtype(keras_backend):
+    spec = unirnn.gru(3, 4, update="new")  # a custom-only spec: path was checked too late
+    weights = unirnn.init_weights(spec)
+    with pytest.raises(ValueError, match=r"path: expected one of auto, native, custom; "
+                                         r"received 'bogus'"):
+        unirnn.to_keras(spec, weights, path="bogus")
+    with pytest.raises(ValueError, match="path: expected one of"):
+        unirnn.to_keras(unirnn.gru(3, 4), unirnn.init_weights(unirnn.gru(3, 4)), path="fast")
+    with pytest.raises(ValueError, match="dtype: expected float32 or float64; received int32"):
+        unirnn.to_keras(spec, weights, dtype="int32")
+
+
+def test_weights_h5_with_spec_and_no_model(keras_backend, tmp_path):
+    """spec= reads a weights file whose activations the file cannot record."""
+    gru = keras.layers.GRU(4, activation="relu", reset_after=False, return_sequences=True)
+    model = keras.Sequential([keras.Input((None, 3)), gru])
+    _randomise(model, seed=6)
+    path = tmp_path / "gru.weights.h5"
+    model.save_weights(path)
+    spec = unirnn.gru(3, 4, activation="relu", reset="before")
+    spec_file, weights = unirnn.from_keras(path, spec=spec)
+    assert spec_file == spec
+    _, direct = unirnn.from_keras(model)
+    for key, value in direct.items():
+        np.testing.assert_array_equal(weights[key], value)
+    x = np.random.default_rng(3).standard_normal((2, 5, 3)).astype(np.float32)
+    ref, _ = oracle.run(spec, weights, x)
+    assert max_rel_error(ref, keras.ops.convert_to_numpy(model(x))) <= TOL["float32"]
+    # inferred without spec=: Keras' default activations, which this file did not use
+    assert unirnn.from_keras(path)[0] == unirnn.gru(3, 4, reset="before")
+    with pytest.raises(ValueError, match="holds 1 recurrent layer directions; the spec needs 2"):
+        unirnn.from_keras(path, spec=unirnn.gru(3, 4, reset="before", bidirectional=True))
+    with pytest.raises(ValueError, match=r"expected kernel \(I, 15\)"):
+        unirnn.from_keras(path, spec=unirnn.gru(3, 5, reset="before"))

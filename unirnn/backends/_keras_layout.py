@@ -24,6 +24,7 @@ from .._activations import parse_activation
 from .._spec import Spec
 
 __all__ = [
+    "FLOAT64_INEXACT_ON_TENSORFLOW",
     "KERAS_ACTIVATION_NAMES",
     "NATIVE_CLASSES",
     "from_native_arrays",
@@ -50,6 +51,12 @@ KERAS_ACTIVATION_NAMES = {
 }
 """unirnn activation (canonical spelling) -> the Keras 3 activation string computing exactly
 the same function. Only identical functions are mapped; anything else needs the custom cell."""
+
+FLOAT64_INEXACT_ON_TENSORFLOW = frozenset({"gelu", "leaky_relu(0.2)"})
+"""Mapped activations whose TensorFlow kernels are not float64-exact: ``tf.nn.gelu`` misses
+the erf form by 5e-9 and ``tf.nn.leaky_relu`` rounds its slope to float32 (2e-8), measured
+on [-7, 7] against the numpy registry entries (tests/keras pin this set). In float64 on
+tensorflow, specs using them run on the custom cell."""
 
 _FROM_KERAS: dict[str | None, str] = {
     keras_name: name for name, keras_name in KERAS_ACTIVATION_NAMES.items()
@@ -81,11 +88,32 @@ def _keras_name(activation: str) -> str | None:
     return KERAS_ACTIVATION_NAMES.get(str(act))
 
 
-def native_problem(spec: Spec) -> str | None:
-    """Why Keras' own layers cannot compute ``spec``, or ``None`` when they can.
+def native_problem(spec: Spec, dtype: str | None = None,
+                   backend: str | None = None) -> str | None:
+    """Why Keras' own layers cannot compute ``spec`` exactly, or ``None`` when they can.
 
+    Without ``dtype`` only the spec is judged. With ``dtype`` (the compute dtype) and
+    ``backend`` (Keras' backend name), float64 is judged too: Keras 3's type promotion
+    computes float64 in float32 on jax and torch (``BIT64_TO_BIT32_DTYPE``), and on
+    tensorflow the activations of :data:`FLOAT64_INEXACT_ON_TENSORFLOW` are not exact.
     The message names the field and the frameworks that can take it.
     """
+    problem = _spec_problem(spec)
+    if problem is not None or dtype != "float64":
+        return problem
+    if backend != "tensorflow":
+        return (f"dtype float64: Keras' own layers compute float64 in float32 on Keras' "
+                f"{backend} backend (Keras 3's BIT64_TO_BIT32_DTYPE type promotion); "
+                "unirnn's custom Keras cell keeps float64")
+    for role, name in spec.activations.items():
+        if str(parse_activation(name)) in FLOAT64_INEXACT_ON_TENSORFLOW:
+            return (f"activations[{role!r}]={name!r} in float64: TensorFlow's kernel for it "
+                    "is not float64-exact (tf.nn.gelu, tf.nn.leaky_relu: errors 5e-9, 2e-8); "
+                    "unirnn's custom Keras cell computes it exactly")
+    return None
+
+
+def _spec_problem(spec: Spec) -> str | None:
     acts = spec.activations
     for role, name in acts.items():
         if _keras_name(name) is None:

@@ -10,7 +10,13 @@ activation) runs unirnn's custom cell written with ``keras.ops``
 (:class:`~unirnn.backends._keras_cell.UniRNNCell`): one GEMM projects the inputs of all
 steps, then Keras' backend RNN loop (``lax.scan``, ``tf.while_loop``, a torch loop) runs
 only the recurrent part (on jax the step projects its own input: see
-:data:`HOIST_INPUT_PROJECTION`); its ``kernel`` is ``"unirnn.keras-cell"``.
+:data:`HOIST_INPUT_PROJECTION`); its ``kernel`` is ``"unirnn.keras-cell"``. Exactly means
+in the layer's dtype too: in float64 Keras' own layers compute float32 on jax and torch, so
+there (and on tensorflow for ``gelu``/``leaky_relu``) ``auto`` takes the custom cell.
+
+Importing this module registers :class:`UniRNN` and :class:`UniRNNCell` with Keras
+(``unirnn>UniRNN``); ``import unirnn`` alone does not (it imports no framework), so load a
+saved model in a fresh process after ``import unirnn.backends.keras``.
 
 Example:
     >>> import numpy as np, unirnn
@@ -56,18 +62,21 @@ fuses the per-step input GEMM into the ``lax.scan`` body and the hoisted form me
 which hoists, shows the same), so there the step projects its own input."""
 
 
-def reverse_valid(x: Any, lengths: Any | None) -> Any:
-    """Reverse ``x`` ``(N, T, F)`` along time within each sequence's first ``lengths[n]`` steps.
+def native_problem_here(spec: Spec, dtype: str) -> str | None:
+    """Why Keras' own layers cannot compute ``spec`` exactly in ``dtype`` on Keras' current
+    backend, or ``None`` (:func:`~unirnn.backends._keras_layout.native_problem`, plus a
+    Keras defect: on jax with x64 switched on, Keras' fused GRU kernel without bias adds a
+    float64 zero bias to float32 and fails, so that GRU takes the custom cell)."""
+    backend = keras.backend.backend()
+    problem = native_problem(spec, dtype, backend)
+    if problem is None and backend == "jax" and spec.family == "gru" and not spec.bias \
+            and spec.reset == "after":
+        import jax
 
-    Padded steps stay in place (DESIGN.md's reverse direction over the valid steps).
-    """
-    if lengths is None:
-        return ops.flip(x, axis=1)
-    t = ops.expand_dims(ops.arange(ops.shape(x)[1], dtype="int32"), 0)
-    n = ops.expand_dims(ops.cast(lengths, "int32"), 1)
-    index = ops.where(t < n, n - 1 - t, t)
-    index = ops.broadcast_to(ops.expand_dims(index, -1), ops.shape(x))
-    return ops.take_along_axis(x, index, axis=1)
+        if jax.config.read("jax_enable_x64"):
+            problem = ("bias=False with reset='after' on Keras' jax backend with x64: Keras' "
+                       "GRU kernel fails there (its zero bias is float64)")
+    return problem
 
 
 @keras.saving.register_keras_serializable(package="unirnn")
@@ -77,25 +86,41 @@ class UniRNN(keras.layers.Layer):
     ``layer(x, mask=None, initial_state=None, training=None)``:
 
     - ``x``: ``(N, T, I)``.
-    - ``mask``: ``(N, T)`` bool, a Keras mask (e.g. from ``keras.layers.Masking``). It
-      means DESIGN.md's variable lengths: sequence ``n`` has ``L_n = sum(mask[n])`` valid
-      steps ``0..L_n-1`` (masks are expected left-aligned: padding at the end); outputs
-      at padded steps are **zero** (Keras' own layers repeat the previous output there);
-      the final state is the one after step ``L_n - 1``; the backward direction runs over
-      the ``L_n`` valid steps reversed.
+    - ``mask``: ``(N, T)`` bool, a Keras mask (e.g. from ``keras.layers.Masking``), with
+      Keras' own meaning: a masked step leaves the state unchanged and its output is
+      **zero**, whatever the pattern (padding at the end, at the start as
+      ``keras.utils.pad_sequences`` gives by default, or holes). That is Keras' layer with
+      ``zero_output_for_mask=True`` (what ``Bidirectional`` sets); Keras' ``LSTM``/``GRU``
+      default instead repeats the previous output at a masked step (zero before the first
+      valid one). Valid steps and final states are Keras' either way. The backward
+      direction runs over the reversed sequence, as Keras' ``Bidirectional`` does. For a
+      mask whose valid steps are a prefix ``0..L_n-1`` this is DESIGN.md's variable length:
+      outputs zero at padded steps, the final state after step ``L_n - 1``, the backward
+      direction over the ``L_n`` valid steps reversed.
     - ``initial_state``: a flat list of ``(N, ·)`` tensors, per layer then direction
       (forward, backward), each ``[h]`` or, for lstm, ``[h, c]`` (Keras' ``Bidirectional``
       order); ``None``: zeros.
     - ``training``: dropout between stacked layers applies only when true.
 
-    Returns ``outputs`` ``(N, T, D*P)`` (``return_sequences=True``) or the last valid
-    output ``(N, D*P)`` (each direction's final ``h`` of the top layer, concatenated);
-    with ``return_state=True`` the list ``[outputs, *states]``, ``states`` in the order of
-    ``initial_state``. ``go_backwards=True`` reads each sequence's valid steps in reverse
-    and returns outputs in that processing order, as Keras' ``go_backwards`` does.
+    Returns ``outputs`` ``(N, T, D*P)`` (``return_sequences=True``) or the last output
+    ``(N, D*P)`` (each direction's final ``h`` of the top layer, concatenated); with
+    ``return_state=True`` the list ``[outputs, *states]``, ``states`` in the order of
+    ``initial_state``. ``go_backwards=True`` is Keras' ``go_backwards``: the layer runs on
+    the time-reversed input (and mask) and returns outputs in that processing order, so
+    with 3 valid steps of 5 (prefix mask) the outputs are ``[0, 0, y2, y1, y0]``, ``y_t``
+    the output after reading ``x_t`` (the run starts at ``x2``).
+
+    Raises:
+        ValueError: ``path`` not one of ``"auto"``, ``"native"``, ``"custom"``;
+            ``path="native"`` where Keras' own layers do not compute the spec exactly in
+            the layer's dtype on this Keras backend; at call time, an input that is not
+            ``(N, T, I)`` or initial states of the wrong number or shape.
 
     Attributes:
         spec: the :class:`unirnn.Spec`.
+        resolved_path: ``"native"`` or ``"custom"``, the path taken at construction; it is
+            what ``get_config`` stores as ``path``, so a saved layer is rebuilt with the same
+            variables on any Keras backend.
         kernel: ``"keras.layers.LSTM"`` / ``"keras.layers.GRU"`` / ``"keras.layers.SimpleRNN"``
             (Keras' own layers run) or ``"unirnn.keras-cell"`` (the custom cell).
         native_layers: per stacked layer, the Keras layer (``Bidirectional`` when
@@ -112,27 +137,21 @@ class UniRNN(keras.layers.Layer):
         go_backwards: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        spec = as_spec(spec)
         if path not in PATHS:
             raise ValueError(f"path: expected one of {', '.join(PATHS)}; received {path!r}")
-        problem = native_problem(spec)
+        super().__init__(**kwargs)
+        spec = as_spec(spec)
+        problem = native_problem_here(spec, self.compute_dtype)
         if path == "native" and problem is not None:
-            raise ValueError(f"path='native': Keras' own layers cannot compute this spec: "
-                             f"{problem}; use path='auto' or 'custom'")
+            raise ValueError(f"path='native': Keras' own layers cannot compute this spec "
+                             f"exactly: {problem}; use path='auto' or 'custom'")
         self.spec = spec
-        self.requested_path = path
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
         self.supports_masking = True
-        if problem is None and path == "auto" and self.compute_dtype == "float64" \
-                and keras.backend.backend() != "tensorflow":
-            # Keras 3's type promotion computes float64 in float32 on jax and torch
-            # (BIT64_TO_BIT32_DTYPE), so its own layers are not exact there; the custom
-            # cell keeps float64.
-            problem = f"float64 on Keras' {keras.backend.backend()} backend"
         self.native = path != "custom" and problem is None
+        self.resolved_path = "native" if self.native else "custom"
         self.kernel = f"keras.layers.{NATIVE_CLASSES[spec.family]}" if self.native \
             else CUSTOM_KERNEL
         self.native_layers = [self._make_native(k) for k in range(spec.num_layers)] \
@@ -226,35 +245,66 @@ class UniRNN(keras.layers.Layer):
     # -- running ---------------------------------------------------------------------
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-        return mask if self.return_sequences else None
+        output_mask = mask if self.return_sequences else None
+        if not self.return_state:
+            return output_mask
+        spec = self.spec  # like Keras' RNN: no mask on the states
+        states = spec.num_layers * spec.num_directions * (2 if spec.family == "lstm" else 1)
+        return [output_mask] + [None] * states
+
+    def _check_call(self, x: Any, mask: Any, initial_state: Any) -> list[Any] | None:
+        """Input ``(N, T, I)``, mask ``(N, T)``, initial states per layer and direction."""
+        spec = self.spec
+        shape = tuple(x.shape)
+        check_input_shape(spec, shape)
+        batch, steps = shape[0], shape[1]
+        if mask is not None:
+            received = tuple(mask.shape)
+            if len(received) != 2 or any(
+                    e is not None and r is not None and e != r
+                    for e, r in zip((batch, steps), received)):
+                raise ValueError(f"mask: expected shape (N, T) = {(batch, steps)}, one flag per "
+                                 f"sequence and step; received {received}")
+        if initial_state is None:
+            return None
+        given = list(initial_state) if isinstance(initial_state, (list, tuple)) \
+            else [initial_state]
+        names = ["h", "c"] if spec.family == "lstm" else ["h"]
+        sizes = [spec.output_size, spec.hidden_size][:len(names)]
+        expected = [(k, direction, name, size) for k in range(spec.num_layers)
+                    for direction in spec.directions for name, size in zip(names, sizes)]
+        if len(given) != len(expected):
+            raise ValueError(
+                f"initial_state: expected a list of {len(expected)} tensors (per layer and "
+                f"direction, [{', '.join(names)}]); received {len(given)}"
+            )
+        for i, (state, (k, direction, name, size)) in enumerate(zip(given, expected)):
+            received = tuple(state.shape)
+            if len(received) != 2 or received[1] != size or (
+                    None not in (batch, received[0]) and received[0] != batch):
+                raise ValueError(
+                    f"initial_state[{i}] (layer {k}, {direction}, {name}): expected shape "
+                    f"(N, {size}) with N={batch}; received {received}"
+                )
+        return given
 
     def call(self, inputs: Any, mask: Any = None, initial_state: Any = None,
              training: Any = None) -> Any:
         spec = self.spec
         D, S = spec.num_directions, (2 if spec.family == "lstm" else 1)
+        initial_state = self._check_call(inputs, mask, initial_state)
         x = inputs
-        lengths = valid = None
-        if mask is not None:
-            lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
-            steps = ops.arange(ops.shape(x)[1], dtype="int32")
-            valid = ops.expand_dims(steps, 0) < ops.expand_dims(lengths, 1)
-        if self.go_backwards:
-            x = reverse_valid(x, lengths)
-        if initial_state is not None:
-            initial_state = list(initial_state)
-            expected = spec.num_layers * D * S
-            if len(initial_state) != expected:
-                raise ValueError(
-                    f"initial_state: expected a list of {expected} tensors (per layer and "
-                    f"direction, {'[h, c]' if S == 2 else '[h]'}); received {len(initial_state)}"
-                )
+        valid = None if mask is None else ops.cast(mask, "bool")
+        if self.go_backwards:  # Keras' go_backwards: outputs in processing order
+            x = ops.flip(x, axis=1)
+            valid = None if valid is None else ops.flip(valid, axis=1)
         finals: list[list[Any]] = []
         for k in range(spec.num_layers):
             given = None if initial_state is None else initial_state[k * D * S:(k + 1) * D * S]
             if self.native:
                 y, states = self._run_native(k, x, given, valid, training)
             else:
-                y, states = self._run_custom(k, x, given, valid, lengths, training)
+                y, states = self._run_custom(k, x, given, valid)
             finals.extend(states)
             if self.dropout_layer is not None and k < spec.num_layers - 1:
                 y = self.dropout_layer(y, training=training)
@@ -273,20 +323,19 @@ class UniRNN(keras.layers.Layer):
         S = 2 if self.spec.family == "lstm" else 1
         result = self.native_layers[k](x, initial_state=given, mask=valid, training=training)
         y, states = result[0], list(result[1:])
-        if valid is not None:  # Keras repeats the previous output at padded steps
+        if valid is not None:  # Keras' LSTM/GRU repeat the previous output at masked steps
             y = y * ops.cast(ops.expand_dims(valid, -1), y.dtype)
         return y, [states[i:i + S] for i in range(0, len(states), S)]
 
-    def _run_custom(self, k: int, x: Any, given: Any, valid: Any, lengths: Any,
-                    training: Any) -> tuple[Any, list[list[Any]]]:
+    def _run_custom(self, k: int, x: Any, given: Any,
+                    valid: Any) -> tuple[Any, list[list[Any]]]:
         spec = self.spec
         S = 2 if spec.family == "lstm" else 1
         outputs, finals = [], []
         for d, direction in enumerate(spec.directions):
             cell = self.cells[k * spec.num_directions + d]
             backward = direction == "backward"
-            inp = reverse_valid(x, lengths) if backward else x
-            xp = cell.project(inp) if HOIST_INPUT_PROJECTION else inp
+            xp = cell.project(x) if HOIST_INPUT_PROJECTION else x
             if given is None:
                 batch = ops.shape(x)[0]
                 init = [ops.zeros((batch, size), dtype=xp.dtype) for size in cell.state_size]
@@ -300,11 +349,13 @@ class UniRNN(keras.layers.Layer):
                     xp_t = cell.project(xp_t)
                 return cell.recurrent_step(prepared, xp_t, states)
 
+            # Keras' loop: a masked step keeps the state and outputs zero; go_backwards
+            # reverses inputs and mask (Keras' Bidirectional backward layer).
             _, y, states = keras.src.backend.rnn(
-                step, xp, init, mask=valid, zero_output_for_mask=True,
+                step, xp, init, mask=valid, go_backwards=backward, zero_output_for_mask=True,
                 input_length=xp.shape[1], return_all_outputs=True,
             )
-            outputs.append(reverse_valid(y, lengths) if backward else y)
+            outputs.append(ops.flip(y, axis=1) if backward else y)
             finals.append(list(states))
         y = outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=-1)
         return y, finals
@@ -313,11 +364,28 @@ class UniRNN(keras.layers.Layer):
         return {
             **super().get_config(),
             "spec": self.spec.to_dict(),
-            "path": self.requested_path,
+            # resolved, so a saved layer keeps its variables' structure on any backend
+            "path": self.resolved_path,
             "return_sequences": self.return_sequences,
             "return_state": self.return_state,
             "go_backwards": self.go_backwards,
         }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> UniRNN:
+        try:
+            layer: UniRNN = super().from_config(config)
+        except TypeError as err:  # Keras wraps the constructor's ValueError
+            cause = err.__context__
+            if config.get("path") != "native" or not isinstance(cause, ValueError):
+                raise
+            raise ValueError(
+                f"UniRNN {config.get('name')!r} was saved on path 'native' (Keras' own "
+                f"layers hold its variables), which cannot run here: {cause}. Load it where "
+                "Keras' layers compute it (float64: KERAS_BACKEND=tensorflow), read its "
+                "weights with unirnn.from_keras and rebuild with path='custom'"
+            ) from cause
+        return layer
 
 
 def build(
@@ -337,9 +405,10 @@ def build(
         spec: the cell stack.
         weights: canonical weights; ``None`` keeps Keras' initialisation (native) or
             uniform ``±1/sqrt(H)`` (custom cell).
-        path: ``"auto"`` (Keras' own layers when they compute the spec exactly, else the
-            custom cell), ``"native"`` (raise ``ValueError`` naming the field when Keras
-            cannot) or ``"custom"`` (force unirnn's cell).
+        path: ``"auto"`` (Keras' own layers when they compute the spec exactly in
+            ``dtype`` on this Keras backend, else the custom cell), ``"native"`` (raise
+            ``ValueError`` naming the field or dtype when Keras cannot) or ``"custom"``
+            (force unirnn's cell).
         dtype: the layer's dtype (``"float32"``, ``"float64"``; jax needs x64 for float64).
         return_sequences, return_state, go_backwards: Keras' meanings (see :class:`UniRNN`).
         name: the Keras layer name.
@@ -351,8 +420,12 @@ def build(
     return layer
 
 
-def _check_dtype(dtype: Any) -> str:
-    name = np.dtype(dtype).name
+def check_dtype(dtype: Any) -> str:
+    """``dtype``'s name, float32 or float64 (float64 on jax: with x64 switched on)."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = repr(dtype)
     if name not in ("float32", "float64"):
         raise ValueError(f"dtype: expected float32 or float64; received {name}")
     if name == "float64" and keras.backend.backend() == "jax":
@@ -381,7 +454,7 @@ def evaluate(
     with ``cotangent`` ``(N, T, D*P)``, ``grads`` holds d sum(outputs*cotangent) for ``"x"``
     and every canonical weight (one-bias layouts: the bias' gradient in ``b_x`` and ``b_h``).
     """
-    name = _check_dtype(dtype)
+    name = check_dtype(dtype)
     x = np.asarray(x, dtype=name)
     check_input_shape(spec, tuple(x.shape))
     batch, steps = x.shape[:2]

@@ -32,11 +32,10 @@ from ..backends._keras_layout import (
     NATIVE_CLASSES,
     from_native_arrays,
     native_config,
-    native_problem,
     to_native_arrays,
     unirnn_activation,
 )
-from ..backends.keras import UniRNN
+from ..backends.keras import PATHS, UniRNN, check_dtype, native_problem_here
 from ..backends.keras import build as build_keras
 
 __all__ = ["from_keras", "to_keras"]
@@ -61,19 +60,28 @@ def to_keras(
     the last layer (the ones below always return sequences). Otherwise (or
     ``path="custom"``) unirnn's :class:`~unirnn.backends.keras.UniRNN` with the custom cell.
 
+    Exactly means in ``dtype`` on Keras' current backend too: in float64 Keras' own layers
+    compute float32 on jax and torch, and TensorFlow's ``gelu``/``leaky_relu`` are not
+    float64-exact, so there ``"auto"`` gives the custom layer and ``"native"`` raises (the
+    same choice :func:`unirnn.build` makes).
+
     Raises:
-        ValueError: ``path="native"`` for a spec Keras' layers cannot compute (the message
-            names the field and the frameworks that take it); weights not matching ``spec``.
+        ValueError: ``path`` not ``"auto"``, ``"native"`` or ``"custom"``; ``dtype`` not
+            float32 or float64; ``path="native"`` where Keras' layers cannot compute the
+            spec exactly (the message names the field and the frameworks that take it);
+            weights not matching ``spec``.
     """
+    if path not in PATHS:
+        raise ValueError(f"to_keras: path: expected one of {', '.join(PATHS)}; "
+                         f"received {path!r}")
+    dtype = check_dtype(dtype)
     weights = check_weights(spec, weights)
-    problem = native_problem(spec)
+    problem = native_problem_here(spec, dtype)
     if path == "native" and problem is not None:
-        raise ValueError(f"to_keras(path='native'): {problem}")
+        raise ValueError(f"to_keras(path='native'): {problem}; use path='auto' or 'custom'")
     if path == "custom" or problem is not None:
         return build_keras(spec, weights, path="custom", dtype=dtype,
                            return_sequences=return_sequences)
-    if path not in ("auto", "native"):
-        raise ValueError(f"path: expected 'auto', 'native' or 'custom'; received {path!r}")
     cls = getattr(keras.layers, NATIVE_CLASSES[spec.family])
     layers = []
     for k in range(spec.num_layers):
@@ -140,25 +148,57 @@ def from_keras(
 
 def _recurrent_config(layer: Any) -> tuple[Any, dict[str, Any]]:
     """``(inner layer, spec keywords)`` of a native recurrent layer or Bidirectional."""
-    bidirectional = isinstance(layer, keras.layers.Bidirectional)
-    inner = layer.forward_layer if bidirectional else layer
-    if bidirectional and layer.merge_mode != "concat":
+    if not isinstance(layer, keras.layers.Bidirectional):
+        inner = _native_inner(layer, layer)
+        if inner.go_backwards:
+            raise ValueError(f"layer {inner.name!r}: go_backwards=True outside Bidirectional "
+                             "has no unirnn spec; expected go_backwards=False")
+        return inner, _inner_keywords(inner, bidirectional=False)
+    if layer.merge_mode != "concat":
         raise ValueError(f"Bidirectional {layer.name!r}: expected merge_mode='concat'; "
                          f"received {layer.merge_mode!r}")
+    forward = _native_inner(layer, layer.forward_layer)
+    backward = _native_inner(layer, layer.backward_layer)
+    if forward.go_backwards:
+        raise ValueError(f"Bidirectional {layer.name!r}: expected a forward layer with "
+                         "go_backwards=False (unirnn's forward direction reads time forwards); "
+                         f"received {forward.name!r} with go_backwards=True")
+    keywords = _inner_keywords(forward, bidirectional=True)
+    # Keras lets backward_layer be any layer; unirnn's spec has one configuration for both
+    # directions, so a differing backward layer cannot be imported as the forward one's.
+    backward_keywords = _inner_keywords(backward, bidirectional=True)
+    different = {k: (keywords.get(k), backward_keywords.get(k)) for k in
+                 sorted(set(keywords) | set(backward_keywords))
+                 if keywords.get(k) != backward_keywords.get(k)}
+    if different:
+        raise ValueError(
+            f"Bidirectional {layer.name!r}: expected a backward layer configured like the "
+            f"forward one (a unirnn spec has one configuration for both directions); the "
+            f"backward layer {backward.name!r} differs in "
+            + "; ".join(f"{k}: forward {f!r}, backward {b!r}" for k, (f, b) in different.items())
+        )
+    return forward, keywords
+
+
+def _native_inner(layer: Any, inner: Any) -> Any:
+    """``inner`` (``layer`` itself or a direction of it), checked to be a built Keras RNN."""
     name = type(inner).__name__
     if name not in _FAMILY or not isinstance(inner, getattr(keras.layers, name)):
         raise ValueError(
             f"expected keras.layers.LSTM, GRU, SimpleRNN or Bidirectional of one; received "
-            f"{type(layer).__name__} {getattr(layer, 'name', '')!r}"
+            f"{type(inner).__name__} {getattr(inner, 'name', '')!r}"
+            + (f" in {type(layer).__name__} {layer.name!r}" if inner is not layer else "")
         )
     if not inner.built:
         raise ValueError(f"layer {inner.name!r} is not built; call it on an input (or "
                          "build it) so its weights exist")
-    family = _FAMILY[name]
+    return inner
+
+
+def _inner_keywords(inner: Any, bidirectional: bool) -> dict[str, Any]:
+    """The spec keywords a built Keras ``SimpleRNN``/``LSTM``/``GRU`` computes."""
+    family = _FAMILY[type(inner).__name__]
     config = inner.get_config()
-    if config.get("go_backwards") and not bidirectional:
-        raise ValueError(f"layer {inner.name!r}: go_backwards=True outside Bidirectional has no "
-                         "unirnn spec; expected go_backwards=False")
     keywords: dict[str, Any] = {
         "family": family,
         "input_size": int(inner.cell.kernel.shape[0]),
@@ -176,7 +216,7 @@ def _recurrent_config(layer: Any) -> tuple[Any, dict[str, Any]]:
         else:
             keywords["activations"] = {"r": gate, "z": gate, "n": act}
             keywords["reset"] = "after" if config.get("reset_after", True) else "before"
-    return inner, keywords
+    return keywords
 
 
 def _from_stack(layers: Sequence[Any]) -> tuple[Spec, Weights]:
