@@ -256,7 +256,8 @@ class UniRNN(keras.layers.Layer):
         """Input ``(N, T, I)``, mask ``(N, T)``, initial states per layer and direction."""
         spec = self.spec
         shape = tuple(x.shape)
-        check_input_shape(spec, shape)
+        # Keras' functional API calls with N and T unknown (None): check the rest.
+        check_input_shape(spec, tuple(1 if d is None else d for d in shape[:2]) + shape[2:])
         batch, steps = shape[0], shape[1]
         if mask is not None:
             received = tuple(mask.shape)
