@@ -1,8 +1,11 @@
-"""nox sessions: one test session per backend, each with only that framework installed.
+"""nox sessions: one test session per backend, each with only that framework installed,
+and the cross-backend session with every framework.
 
-    nox                         # every session (what CI runs)
+    nox                         # every session once (what CI runs)
     nox -s "tests(torch)"       # one backend
+    nox -s cross                # the cross-backend equivalence suite, porting, CLI, demo
     nox -s lint typecheck
+    HYPOTHESIS_PROFILE=nightly nox -s cross   # many more drawn examples (tests/conftest.py)
 
 torch is pinned through constraints.txt so no session pulls a multi-GB CUDA build.
 """
@@ -44,12 +47,8 @@ BACKENDS = {
         ["tests/keras"],
         {"KERAS_BACKEND": "torch", "UNIRNN_REQUIRE": "keras,torch"},
     ),
-    "cross": (
-        [".[all,test]"],
-        ["tests/cross"],
-        {"UNIRNN_REQUIRE": "torch,jax,flax,keras,tensorflow"},
-    ),
 }
+CROSS_ENV = {"UNIRNN_REQUIRE": "torch,jax,flax,keras,tensorflow"}
 
 
 @nox.session
@@ -57,22 +56,28 @@ BACKENDS = {
 def tests(session: nox.Session, backend: str) -> None:
     """Run one backend's tests with only that backend's framework installed.
 
-    `numpy` runs the core (spec, weights, cells, files, CLI) with no framework at all;
-    `cross` installs every framework and runs the cross-backend equivalence suite, the
-    porting tests and the `check`/`convert` commands (Keras tests once per Keras backend).
+    `numpy` runs the core (spec, weights, cells, files, CLI) with no framework at all.
     """
     packages, pytest_args, env = BACKENDS[backend]
     session.install(*CONSTRAINTS, *packages)
-    if backend != "cross":
-        session.run("pytest", *pytest_args, *session.posargs, env=env)
-        return
-    # Keras picks its backend once per process: the whole suite runs with Keras on
-    # TensorFlow, then the Keras tests again on JAX and on torch, each in its own process.
-    session.run("pytest", *pytest_args, *session.posargs,
-                env={**env, "KERAS_BACKEND": "tensorflow"})
+    session.run("pytest", *pytest_args, *session.posargs, env=env)
+
+
+@nox.session
+def cross(session: nox.Session) -> None:
+    """Every framework installed: the cross-backend equivalence suite, porting, docs'
+    examples, and the `unirnn` commands (`demo`, `check`, `convert`) as a user runs them.
+
+    Keras picks its backend once per process: the whole suite runs with Keras on
+    TensorFlow, then the Keras tests again on JAX and on torch, each in its own process.
+    `HYPOTHESIS_PROFILE=nightly nox -s cross` draws many more examples.
+    """
+    session.install(*CONSTRAINTS, ".[all,test]")
+    session.run("pytest", "tests/cross", *session.posargs,
+                env={**CROSS_ENV, "KERAS_BACKEND": "tensorflow"})
     for keras_backend in ("jax", "torch"):
-        session.run("pytest", *pytest_args, "-k", "keras", *session.posargs,
-                    env={**env, "KERAS_BACKEND": keras_backend})
+        session.run("pytest", "tests/cross", "-k", "keras", *session.posargs,
+                    env={**CROSS_ENV, "KERAS_BACKEND": keras_backend})
 
 
 @nox.session

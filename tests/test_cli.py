@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,10 +31,78 @@ def test_info_on_bad_file(tmp_path, capsys):
     assert "is not a unirnn file" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args", [["--help"], ["info", "--help"], ["demo", "--help"]],
-                         ids=["top", "info", "demo"])
-def test_help(args):
+HELP = {
+    "top": (["--help"], ["{info,demo,check,convert}"]),
+    "info": (["info", "--help"], ["usage: unirnn info", "file"]),
+    "demo": (["demo", "--help"], ["usage: unirnn demo"]),
+    "check": (["check", "--help"], ["usage: unirnn check", "--dtypes", "--no-keras",
+                                    "--no-grad"]),
+    "convert": (["convert", "--help"], ["usage: unirnn convert", "--spec", "--to",
+                                        "--force", "--cell"]),
+}
+
+
+@pytest.mark.parametrize("name", list(HELP))
+def test_help(name):
+    args, expected = HELP[name]
     result = subprocess.run([sys.executable, "-m", "unirnn", *args], capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0
     assert "usage: unirnn" in result.stdout
+    for text in expected:
+        assert text in result.stdout, text
+
+
+def _console_script() -> str:
+    script = Path(sys.executable).with_name("unirnn")
+    found = str(script) if script.exists() else shutil.which("unirnn")
+    assert found, "the unirnn console script is not installed (pip install .)"
+    return found
+
+
+def test_console_script(tmp_path):
+    result = subprocess.run([_console_script(), "--help"], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: unirnn ")
+    assert "convert" in result.stdout and "check" in result.stdout
+    version = subprocess.run([_console_script(), "--version"], capture_output=True, text=True,
+                             check=False)
+    assert version.stdout.strip() == f"unirnn {unirnn.__version__}"
+    spec = unirnn.gru(2, 3)
+    unirnn.save(tmp_path / "m.safetensors", spec, unirnn.init_weights(spec))
+    info = subprocess.run([_console_script(), "info", str(tmp_path / "m.safetensors")],
+                          capture_output=True, text=True, check=False)
+    assert info.returncode == 0 and "gru 2->3" in info.stdout
+
+
+@pytest.mark.parametrize("dtypes", ["float16", "float64,bfloat16", ""],
+                         ids=["float16", "one-bad", "empty"])
+def test_check_dtypes_are_validated(dtypes, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "--dtypes", dtypes, "--no-keras"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --dtypes: expected a comma-separated list of float64, float32; " \
+           f"received {dtypes!r}" in err
+
+
+def test_check_spec_json_with_a_bad_format_field(tmp_path, capsys):
+    path = tmp_path / "spec.json"
+    path.write_text('{"format": "1", "family": "gru", "input_size": 3, "hidden_size": 4}')
+    assert main(["check", str(path), "--no-keras", "--no-grad"]) == 2
+    err = capsys.readouterr().err
+    assert f"spec file {str(path)!r}: spec: the format field must be an integer" in err
+
+
+def test_check_spec_json_numpy_only(tmp_path, capsys):
+    """With --no-keras the numpy rows run on any install (other backends where present)."""
+    path = tmp_path / "spec.json"
+    path.write_text(unirnn.gru(2, 3, reset="before").to_json())
+    assert main(["check", str(path), "--no-keras", "--dtypes", "float64"]) == 0
+    out = capsys.readouterr().out
+    row = re.search(r"^spec\.json\s+numpy\s+cpu\s+float64\s+numpy-loop\s+(\S+)\s+(\S+)"
+                    r"\s+(\S+)\s+ok$", out, flags=re.M)
+    assert row, out
+    # the reference itself: zero error, and no gradients of its own ("-")
+    assert (float(row.group(1)), float(row.group(2)), row.group(3)) == (0.0, 0.0, "-")

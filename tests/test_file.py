@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -15,9 +16,7 @@ import unirnn
 import unirnn._file
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=specs())
 def test_save_load_round_trip(tmp_path, spec):
     weights = unirnn.init_weights(spec, seed=1, dtype=np.float64)
@@ -100,3 +99,20 @@ def test_atomic_write_keeps_old_file_on_crash(tmp_path, monkeypatch):
         unirnn.save(path, spec, unirnn.init_weights(spec, seed=1))
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=["022", "077", "002"])
+def test_saved_file_has_the_mode_open_gives(tmp_path, umask):
+    """Not mkstemp's private 0o600: 0o666 less the umask, as open(path, "wb") gives."""
+    spec = unirnn.rnn(2, 3)
+    previous = os.umask(umask)
+    try:
+        unirnn.save(tmp_path / "m.safetensors", spec, unirnn.init_weights(spec))
+        with open(tmp_path / "plain.bin", "wb") as handle:
+            handle.write(b"x")
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode)
+    assert mode == 0o666 & ~umask
+    assert mode == stat.S_IMODE((tmp_path / "plain.bin").stat().st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors", "plain.bin"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import oracle
 import pytest
@@ -83,9 +85,12 @@ def test_default_weights_are_initialised():
         (lambda m: m(np.zeros((2, 5, 3)), initial_state=np.zeros((1, 2, 4))), "pair"),
         (lambda m: m(np.zeros((2, 5, 3)), initial_state=(np.zeros((1, 3, 4)),
                                                          np.zeros((1, 2, 4)))), "h0"),
+        (lambda m: m(np.zeros((2, 0, 3))),
+         r"^input: expected at least one time step \(T >= 1\) in \(N, T, I\); received T=0 "
+         r"\(shape \(2, 0, 3\)\)$"),
     ],
     ids=["rank", "features", "length-zero", "length-too-long", "lengths-shape",
-         "lengths-float", "lstm-state-not-pair", "state-shape"],
+         "lengths-float", "lstm-state-not-pair", "state-shape", "no-time-steps"],
 )
 def test_bad_inputs(call, message):
     model = unirnn.build(unirnn.lstm(3, 4), backend="numpy")
@@ -96,3 +101,20 @@ def test_bad_inputs(call, message):
 def test_bad_dtype():
     with pytest.raises(ValueError, match="float32 or float64; received int32"):
         unirnn.build(unirnn.rnn(2, 2), backend="numpy", dtype=np.int32)
+
+
+@pytest.mark.parametrize(("layout", "no_steps", "no_batch"), [
+    ("(N, T, I)", (2, 0, 3), (0, 2, 3)),
+    ("(T, N, I)", (0, 2, 3), (2, 0, 3)),
+    # torch's unbatched (T, I) input, checked with a unit batch axis in front: (1, T, I)
+    ("(T, I) or (T, N, I)", (1, 0, 3), None),
+    ("(T, I) or (N, T, I)", (1, 0, 3), None),
+])
+def test_time_axis_follows_the_layout(layout, no_steps, no_batch):
+    from unirnn._checks import check_input_shape
+
+    spec = unirnn.gru(3, 4)
+    with pytest.raises(ValueError, match=rf"in {re.escape(layout)}; received T=0 "):
+        check_input_shape(spec, no_steps, layout)
+    if no_batch is not None:  # an empty batch is not an empty sequence
+        check_input_shape(spec, no_batch, layout)

@@ -63,11 +63,26 @@ __all__ = [
 ]
 
 
+# a framework a lazy module may fail to import -> the pip extra that installs it
+_EXTRAS = {"torch": "torch", "keras": "keras", "tensorflow": "keras", "h5py": "keras",
+           "jax": "flax", "jaxlib": "flax", "flax": "flax"}
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'unirnn' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        missing = (err.name or "").split(".")[0]
+        if missing not in _EXTRAS:
+            raise
+        raise ImportError(
+            f"unirnn.{name} needs {missing}, which is not installed; install it with: "
+            f"pip install 'unirnn[{_EXTRAS[missing]}]'"
+        ) from err
+    return getattr(loaded, name)
 
 
 def __dir__() -> list[str]:

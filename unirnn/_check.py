@@ -203,6 +203,24 @@ def _jax_device() -> str:
     return str(jax.default_backend())
 
 
+def keras_device() -> str:
+    """Where Keras puts its tensors on its current backend: ``cpu``, ``gpu``, ``cuda`` ...
+
+    Read off a tensor Keras creates, so the label is the device Keras actually used.
+    """
+    keras = importlib.import_module("keras")
+    tensor = keras.ops.zeros((1,))
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return str(tensor.device.type)
+    if backend == "jax":
+        return str(next(iter(tensor.devices())).platform)
+    if backend == "tensorflow":
+        tf = importlib.import_module("tensorflow")
+        return str(tf.DeviceSpec.from_string(tensor.device).device_type or "?").lower()
+    return "?"
+
+
 def _run_targets(cases: list[Case], targets: Iterable[tuple[str, str, str, dict[str, Any]]],
                  dtypes: Iterable[str], references: list[tuple[Evaluation, Any]]
                  ) -> list[CheckRow]:
@@ -255,6 +273,7 @@ def _keras_worker(cases_path: str, dtypes: str) -> None:
     cases = _load_cases(Path(cases_path))
     keras = importlib.import_module("keras")
     label = f"keras {keras.backend.backend()}"
+    device = keras_device()
     out = []
     for case in cases:
         for path in ("auto", "custom"):
@@ -269,7 +288,7 @@ def _keras_worker(cases_path: str, dtypes: str) -> None:
                     result = {"error": f"{type(err).__name__}: {err}"}
                 out.append({"case": case.name, "backend": label + (" custom" if path == "custom"
                                                                     else ""),
-                            "dtype": dtype, **result})
+                            "device": device, "dtype": dtype, **result})
     print("UNIRNN-ROWS " + json.dumps(out))
 
 
@@ -298,12 +317,12 @@ def _keras_rows(cases: list[Case], dtypes: list[str],
             lines = [ln for ln in result.stdout.splitlines() if ln.startswith("UNIRNN-ROWS ")]
             if result.returncode != 0 or not lines:
                 tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["?"]
-                rows.append(CheckRow("*", f"keras {keras_backend}", "cpu", dtypes[0], "-",
+                rows.append(CheckRow("*", f"keras {keras_backend}", "-", dtypes[0], "-",
                                      np.inf, np.inf, None, f"worker failed: {tail[0]}"))
                 continue
-            device = "cpu"
             for item in json.loads(lines[-1][len("UNIRNN-ROWS "):]):
                 case, (reference, ref_grads) = by_name[item["case"]]
+                device = item["device"]
                 if "error" in item:
                     rows.append(CheckRow(item["case"], item["backend"], device, item["dtype"],
                                          "-", np.inf, np.inf, None, item["error"]))
@@ -335,8 +354,9 @@ def run_check(cases: list[Case], dtypes: Iterable[str] = ("float64", "float32"),
         import keras as keras_module
 
         label = f"keras {keras_module.backend.backend()}"
-        targets += [(label, "keras", "cpu", {}), (label + " custom", "keras", "cpu",
-                                                  {"path": "custom"})]
+        device = keras_device()
+        targets += [(label, "keras", device, {}),
+                    (label + " custom", "keras", device, {"path": "custom"})]
     rows = _run_targets(cases, targets, dtypes, references)
     if keras:
         rows += _keras_rows(cases, dtypes, references)

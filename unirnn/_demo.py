@@ -3,8 +3,9 @@
 1. Describe two cells as data: the ReLU LSTM (Keras' ``LSTM(activation='relu')``) and a
    GRU with a GELU update gate (expressible in no framework's own layers).
 2. Train the ReLU LSTM briefly in PyTorch on a task generated here.
-3. Port the trained model to Keras and Flax, run each framework's module natively, and
-   show the outputs agree; save and reload the portable file.
+3. Port the trained torch module itself to Keras and Flax with ``unirnn.port``, run each
+   framework's module natively, and show the outputs agree; save and reload the portable
+   file.
 4. Print the check table: every installed backend against the float64 numpy backend.
 
 Frameworks that are not installed are skipped with a note; numpy alone shows 1, 3 (file)
@@ -89,6 +90,7 @@ def run_demo() -> int:
     rng = np.random.default_rng(1)
     x_probe, _ = _task(rng, 3, 12)
     weights = init_weights(relu_lstm, seed=0)
+    torch_rnn = None
     if _installed("torch"):
         weights, before, after, torch_rnn = _train_torch(relu_lstm)
         print(f"\n2. Trained the ReLU LSTM in PyTorch for {STEPS} steps on a damped running "
@@ -98,12 +100,19 @@ def run_demo() -> int:
         print("\n2. PyTorch is not installed (pip install 'unirnn[torch]'): skipping training.")
 
     reference, _ = build(relu_lstm, "numpy", weights, dtype=np.float64)(x_probe)
-    print("\n3. Ported to every installed framework, each run natively on the same input:")
+    source: Any = (relu_lstm, weights)
+    if torch_rnn is not None:
+        source = torch_rnn
+        print("\n3. The trained torch module, ported with unirnn.port(torch_module, to=...) to "
+              "every installed framework,\n   each run natively on the same input:")
+    else:
+        print("\n3. Ported to every installed framework, each run natively on the same input:")
     outputs = {"numpy float64": reference}
-    outputs.update(_run_ported(relu_lstm, weights, x_probe))
+    outputs.update(_run_ported(source, x_probe))
+    width = max(len(name) for name in outputs)
     for name, out in outputs.items():
         diff = float(np.abs(np.asarray(out, np.float64) - reference).max())
-        print(f"   {name:<34} out[0, -1, :3] = {np.round(out[0, -1, :3], 5)}  "
+        print(f"   {name:<{width}}  out[0, -1, :3] = {np.round(out[0, -1, :3], 5)}  "
               f"max |diff| vs numpy float64 = {diff:.1e}")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "relu_lstm.safetensors"
@@ -133,27 +142,32 @@ def _enable_jax_x64() -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-def _run_ported(spec: Spec, weights: Weights, x: np.ndarray) -> dict[str, np.ndarray]:
+def _run_ported(source: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """``source`` (the trained torch module, or a ``(spec, weights)`` pair) ported with
+    :func:`unirnn.port` to each installed framework and run there natively on ``x``."""
     from .porting.port import port
 
     results: dict[str, np.ndarray] = {}
     if _installed("torch"):
         import torch
 
-        module = port((spec, weights), to="torch", batch_first=True)
+        if isinstance(source, torch.nn.Module):
+            module, name = source, "torch, the trained module itself"
+        else:
+            module, name = port(source, to="torch", batch_first=True), "torch"
         with torch.no_grad():
-            results[f"torch ({module.kernel})"] = module(torch.from_numpy(x))[0].numpy()
+            results[f"{name} ({module.kernel})"] = module(torch.from_numpy(x))[0].numpy()
     if _installed("keras"):
-        layer = port((spec, weights), to="keras")
         import keras
 
+        layer = port(source, to="keras")
         results[f"keras/{keras.backend.backend()} ({layer.kernel})"] = np.asarray(
             keras.ops.convert_to_numpy(layer(x))
         )
     if _installed("flax"):
         import jax
 
-        module = port((spec, weights), to="flax")
+        module = port(source, to="flax")
         variables = module.init(jax.random.PRNGKey(0), x)
         results["flax linen (lax.scan)"] = np.asarray(module.apply(variables, x))
     return results

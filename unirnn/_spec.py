@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from types import MappingProxyType
@@ -62,6 +63,39 @@ _FAMILY_OPTIONS: tuple[tuple[str, str, Any], ...] = (
     ("cell_clip", "lstm", None),
 )
 
+# keyword arguments of the family constructors beyond the common ones, per family
+_CONSTRUCTOR_OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "rnn": (),
+    "lstm": ("recurrent_activation", "peepholes", "proj_size", "cell_clip"),
+    "gru": ("recurrent_activation", "reset", "update"),
+})
+
+
+def _other_family(name: str, value: Any, family: str) -> ValueError:
+    """The error for an option ``name`` of another family than ``family``."""
+    owners = [f for f, names in _CONSTRUCTOR_OPTIONS.items() if name in names]
+    where = (f"family {owners[0]!r}" if len(owners) == 1
+             else "families " + ", ".join(repr(f) for f in owners))
+    return ValueError(
+        f"{name}: applies to {where} only; received {name}={value!r} for family {family!r}"
+    )
+
+
+def _family_options(family: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the extra keywords given to ``family``'s constructor: options of another
+    family are a ValueError naming it (the Spec fields among them are left to the Spec's
+    own check), unknown names a TypeError as Python gives."""
+    fields_ = {f.name for f in fields(Spec)}
+    passed: dict[str, Any] = {}
+    for name, value in options.items():
+        if not any(name in names for names in _CONSTRUCTOR_OPTIONS.values()):
+            raise TypeError(f"{family}() got an unexpected keyword argument {name!r}")
+        if name in fields_:
+            passed[name] = value  # Spec.__post_init__ rejects it, naming the family
+        elif value is not None:
+            raise _other_family(name, value, family)
+    return passed
+
 
 class RoleActivations(Mapping[str, str]):
     """An immutable, hashable, picklable mapping of role -> activation name."""
@@ -91,7 +125,13 @@ class RoleActivations(Mapping[str, str]):
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """Python and numpy integers (``np.int64(3)``), not bools."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """Python and numpy real numbers, not bools."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -157,16 +197,13 @@ class Spec:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1; received {value!r}")
+            set_(self, name, int(value))  # a plain int: np.int64(3) becomes 3
         for name in ("bias", "bidirectional", "peepholes"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ValueError(f"{name}: expected True or False; received {value!r}")
         dropout = self.dropout
-        if (
-            isinstance(dropout, bool)
-            or not isinstance(dropout, (int, float))
-            or not 0.0 <= dropout < 1.0
-        ):
+        if not _is_real(dropout) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: expected a number in [0, 1); received {dropout!r}")
         set_(self, "dropout", float(dropout))
 
@@ -174,10 +211,7 @@ class Spec:
         for name, family, unused in _FAMILY_OPTIONS:
             value = getattr(self, name)
             if self.family != family and value != unused:
-                raise ValueError(
-                    f"{name}: applies to family {family!r} only; received {name}={value!r} "
-                    f"for family {self.family!r}"
-                )
+                raise _other_family(name, value, self.family)
         if self.family == "gru":
             reset = "after" if self.reset is None else self.reset
             update = "old" if self.update is None else self.update
@@ -196,6 +230,7 @@ class Spec:
                     f"proj_size: expected an integer >= 0 (0: no projection); "
                     f"received {self.proj_size!r}"
                 )
+            set_(self, "proj_size", int(self.proj_size))
             if self.proj_size >= self.hidden_size:
                 raise ValueError(
                     f"proj_size: expected less than hidden_size={self.hidden_size}; "
@@ -203,11 +238,7 @@ class Spec:
                 )
             if self.cell_clip is not None:
                 clip = self.cell_clip
-                if (
-                    isinstance(clip, bool)
-                    or not isinstance(clip, (int, float))
-                    or not (math.isfinite(clip) and clip > 0)
-                ):
+                if not _is_real(clip) or not (math.isfinite(clip) and clip > 0):
                     raise ValueError(
                         f"cell_clip: expected a positive finite number or None; received {clip!r}"
                     )
@@ -282,7 +313,12 @@ class Spec:
             raise ValueError(f"a spec must be a JSON object; received {type(data).__name__}")
         data = dict(data)
         version = data.pop("format", SPEC_FORMAT)
-        if not _is_int(version) or version > SPEC_FORMAT:
+        if not _is_int(version) or version < 1:
+            raise ValueError(
+                f"spec: the format field must be an integer >= 1 (the spec format version; "
+                f"this unirnn writes {SPEC_FORMAT}); received format={version!r}"
+            )
+        if version > SPEC_FORMAT:
             raise ValueError(
                 f"spec format {version!r} is newer than this unirnn reads (format "
                 f"{SPEC_FORMAT}); upgrade unirnn"
@@ -357,10 +393,13 @@ def rnn(
     num_layers: int = 1,
     bidirectional: bool = False,
     dropout: float = 0.0,
+    **others: Any,
 ) -> Spec:
     """An Elman RNN: ``h_t = act(W_x x_t + b_x + W_h h_{t-1} + b_h)``.
 
     ``activation`` is the role ``h`` (torch's ``nonlinearity``, Keras' ``activation``).
+    Options of the other families (``recurrent_activation``, ``reset``, ``proj_size``...)
+    raise a ValueError naming the option and the family it belongs to.
 
     Example:
         >>> import unirnn
@@ -376,6 +415,7 @@ def rnn(
         num_layers=num_layers,
         bidirectional=bidirectional,
         dropout=dropout,
+        **_family_options("rnn", others),
     )
 
 
@@ -393,12 +433,14 @@ def lstm(
     num_layers: int = 1,
     bidirectional: bool = False,
     dropout: float = 0.0,
+    **others: Any,
 ) -> Spec:
     """An LSTM (gate order i, f, g, o; state ``(h, c)``).
 
     ``activation`` sets the candidate ``g`` and the cell output ``c`` together, and
     ``recurrent_activation`` the gates ``i, f, o``, exactly as Keras' ``LSTM`` does;
-    ``activations={"c": "relu"}`` overrides a single role.
+    ``activations={"c": "relu"}`` overrides a single role. GRU options (``reset``,
+    ``update``) raise a ValueError naming the option and its family.
 
     Example (Keras' ``LSTM(64, activation='relu', recurrent_activation='sigmoid')``):
         >>> import unirnn
@@ -418,6 +460,7 @@ def lstm(
         peepholes=peepholes,
         proj_size=proj_size,
         cell_clip=cell_clip,
+        **_family_options("lstm", others),
     )
 
 
@@ -434,12 +477,15 @@ def gru(
     num_layers: int = 1,
     bidirectional: bool = False,
     dropout: float = 0.0,
+    **others: Any,
 ) -> Spec:
     """A GRU (gate order r, z, n; state ``h``).
 
     ``activation`` is the candidate ``n`` and ``recurrent_activation`` the gates ``r, z``
     (Keras' meaning); ``activations={"z": "gelu"}`` overrides one gate. ``reset`` picks
     where the reset gate applies, ``update`` which term ``z`` weights (see :class:`Spec`).
+    LSTM options (``peepholes``, ``proj_size``, ``cell_clip``) raise a ValueError naming
+    the option and its family.
 
     Example (a GELU update gate only):
         >>> import unirnn
@@ -457,58 +503,75 @@ def gru(
         dropout=dropout,
         reset=reset,
         update=update,
+        **_family_options("gru", others),
     )
 
 
-_PRESETS: dict[str, tuple[str, Callable[..., Spec]]] = {
-    "torch_rnn": ("torch nn.RNN defaults: tanh Elman RNN", lambda i, h, **kw: rnn(i, h, **kw)),
-    "torch_rnn_relu": (
-        "torch nn.RNN(nonlinearity='relu')",
-        lambda i, h, **kw: rnn(i, h, activation="relu", **kw),
-    ),
-    "torch_lstm": ("torch nn.LSTM defaults", lambda i, h, **kw: lstm(i, h, **kw)),
-    "torch_gru": ("torch nn.GRU defaults: reset after", lambda i, h, **kw: gru(i, h, **kw)),
-    "keras_simple_rnn": ("Keras SimpleRNN defaults", lambda i, h, **kw: rnn(i, h, **kw)),
-    "keras_lstm": ("Keras 3 LSTM defaults", lambda i, h, **kw: lstm(i, h, **kw)),
-    "keras_gru": (
-        "Keras 3 GRU defaults (reset_after=True)",
-        lambda i, h, **kw: gru(i, h, **kw),
-    ),
-    "keras_gru_reset_before": (
-        "Keras GRU(reset_after=False)",
-        lambda i, h, **kw: gru(i, h, reset="before", **kw),
-    ),
-    "flax_lstm": ("Flax LSTMCell / OptimizedLSTMCell", lambda i, h, **kw: lstm(i, h, **kw)),
-    "flax_gru": ("Flax GRUCell", lambda i, h, **kw: gru(i, h, **kw)),
-    "d2l_gru": (
-        "d2l's GRU: reset before, h = z*h + (1-z)*n",
-        lambda i, h, **kw: gru(i, h, reset="before", **kw),
-    ),
+_CONSTRUCTORS: Mapping[str, Callable[..., Spec]] = MappingProxyType(
+    {"rnn": rnn, "lstm": lstm, "gru": gru}
+)
+
+# name -> (what it reproduces, family, the options that define it)
+_PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "torch_rnn": ("torch nn.RNN defaults: tanh Elman RNN", "rnn", {}),
+    "torch_rnn_relu": ("torch nn.RNN(nonlinearity='relu')", "rnn", {"activation": "relu"}),
+    "torch_lstm": ("torch nn.LSTM defaults", "lstm", {}),
+    "torch_gru": ("torch nn.GRU defaults: reset after", "gru", {}),
+    "keras_simple_rnn": ("Keras SimpleRNN defaults", "rnn", {}),
+    "keras_lstm": ("Keras 3 LSTM defaults", "lstm", {}),
+    "keras_gru": ("Keras 3 GRU defaults (reset_after=True)", "gru", {}),
+    "keras_gru_reset_before": ("Keras GRU(reset_after=False)", "gru", {"reset": "before"}),
+    "flax_lstm": ("Flax LSTMCell / OptimizedLSTMCell", "lstm", {}),
+    "flax_gru": ("Flax GRUCell", "gru", {}),
+    "d2l_gru": ("d2l's GRU: reset before, h = z*h + (1-z)*n", "gru", {"reset": "before"}),
     "relu_lstm": (
         "Keras LSTM(activation='relu', recurrent_activation='sigmoid')",
-        lambda i, h, **kw: lstm(i, h, activation="relu", **kw),
+        "lstm",
+        {"activation": "relu"},
     ),
-    "gelu_update_gru": (
-        "GRU with a GELU update gate only",
-        lambda i, h, **kw: gru(i, h, activations={"z": "gelu"}, **kw),
-    ),
+    "gelu_update_gru": ("GRU with a GELU update gate only", "gru", {"activations": {"z": "gelu"}}),
 }
 
 
 def preset_names() -> dict[str, str]:
     """Preset name -> what it reproduces."""
-    return {name: doc for name, (doc, _) in _PRESETS.items()}
+    return {name: doc for name, (doc, _, _) in _PRESETS.items()}
 
 
 def preset(name: str, input_size: int, hidden_size: int, **options: Any) -> Spec:
     """A named convention, e.g. ``preset("d2l_gru", 28, 256)``.
 
     ``options`` are the family constructor's keywords (``num_layers``, ``bidirectional``...).
+    An option that contradicts the preset (``reset="after"`` for ``d2l_gru``) or belongs to
+    another family (``proj_size`` for a GRU preset) raises a ValueError naming it;
+    ``activations`` adds roles to a preset's own.
     """
     try:
-        _, make = _PRESETS[name]
+        _, family, defining = _PRESETS[name]
     except KeyError:
         raise ValueError(
             f"unknown preset {name!r}; expected one of {', '.join(_PRESETS)}"
         ) from None
-    return make(input_size, hidden_size, **options)
+    merged = dict(options)
+    for key, fixed in defining.items():
+        given = options.get(key)
+        if key == "activations" and given is not None:
+            if not isinstance(given, Mapping):
+                continue  # the constructor says what activations must be
+            clash = [r for r in given if r in fixed and canonical_activation(given[r])
+                     != canonical_activation(fixed[r])]
+            if clash:
+                role = clash[0]
+                raise ValueError(
+                    f"activations[{role!r}]: preset {name!r} fixes it to {fixed[role]!r}; "
+                    f"received {given[role]!r}. Build the spec with unirnn.{family}() instead"
+                )
+            merged[key] = {**given, **fixed}
+        elif key in options and given != fixed:
+            raise ValueError(
+                f"{key}: preset {name!r} fixes {key}={fixed!r}; received {key}={given!r}. "
+                f"Build the spec with unirnn.{family}() instead"
+            )
+        else:
+            merged[key] = fixed
+    return _CONSTRUCTORS[family](input_size, hidden_size, **merged)

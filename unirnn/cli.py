@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from . import __version__
-from ._file import load, save_file
+from ._file import load
 from ._spec import Spec
 from ._weights import Weights
 from .backends import build
+from .porting.port import FILE_FORMATS, file_format_of
 
 __all__ = ["main"]
 
@@ -71,8 +73,21 @@ def _read_source(source: str, spec_path: str | None, cell: str | None
                  ) -> tuple[Spec, Weights]:
     from .porting.port import read
 
-    spec = None if spec_path is None else Spec.from_json(Path(spec_path).read_text())
-    return read(source, spec=spec, cell=cell)
+    return read(source, spec=_spec_file(spec_path), cell=cell)
+
+
+def _dtypes(text: str) -> list[str]:
+    """``--dtypes``: a comma-separated list of the dtypes ``check`` has tolerances for."""
+    from ._check import TOLERANCE
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in TOLERANCE]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(TOLERANCE)}; received {text!r}"
+            + (f" ({unknown[0]!r} has no tolerance in unirnn check)" if unknown else "")
+        )
+    return names
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -81,13 +96,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.source is None:
         cases = default_cases()
     elif args.source.lower().endswith(".json"):
-        spec = Spec.from_json(Path(args.source).read_text())
+        spec = _read_spec(args.source, "spec file")
         cases = [make_case(Path(args.source).name, spec)]
     else:
         spec, weights = _read_source(args.source, args.spec, args.cell)
         cases = [make_case(Path(args.source).name, spec, weights)]
     _prepare_frameworks()
-    rows = run_check(cases, dtypes=args.dtypes.split(","), gradients=not args.no_grad,
+    rows = run_check(cases, dtypes=args.dtypes, gradients=not args.no_grad,
                      keras=not args.no_keras)
     print("Max error against the float64 numpy backend, relative to the output scale "
           "(outputs, final state);")
@@ -99,119 +114,123 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-FORMATS = {
-    "unirnn": (".safetensors",),
-    "torch": (".pt", ".pth"),
-    "keras": (".keras", ".weights.h5"),
-    "flax": (".msgpack",),
-}
+FORMATS = FILE_FORMATS
+
+PROBE_TOLERANCE = 1e-5
+"""Max difference of a converted file's outputs from the source's, relative to the output
+scale: files hold float32, and one-bias formats add two biases in it."""
 
 
 def _format_of(path: str, explicit: str | None) -> str:
-    if explicit is not None:
-        return explicit
-    for name, suffixes in FORMATS.items():
-        if path.lower().endswith(suffixes):
-            return name
-    raise ValueError(
-        f"cannot tell the format of {path!r} from its name; expected one of "
-        f"{', '.join(s for ss in FORMATS.values() for s in ss)}, or pass --to"
-    )
+    try:
+        return file_format_of(path, explicit)
+    except ValueError as err:
+        raise ValueError(f"{err}, or pass --to") from None
+
+
+def _staged_name(target: Path, fmt: str) -> str:
+    """A file name with the suffix the format's writer needs (``--to`` allows any name)."""
+    name = target.name.lower()
+    suffix = next((s for s in FORMATS[fmt] if name.endswith(s)), FORMATS[fmt][0])
+    return f"staged{suffix}"
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from ._file import write_atomic
+    from .porting.port import read, write
 
     target = Path(args.dst)
     fmt = _format_of(args.dst, args.to)
+    if fmt == "keras" and not target.name.lower().endswith(FORMATS["keras"]):
+        raise ValueError(f"{args.dst!r}: Keras loads only files named *.keras (a model) or "
+                         f"*.weights.h5 (weights); name the destination so")
     if target.exists() and not args.force:
         raise ValueError(f"{args.dst!r} exists; pass --force to overwrite it")
-    spec, weights = _read_source(args.src, args.spec, args.cell)
+    given = _spec_file(args.spec)
+    spec, weights = read(args.src, spec=given, cell=args.cell)
     _prepare_frameworks()
-    if fmt == "unirnn":
-        save_file(target, spec, weights)
-    elif fmt == "torch":
-        import io
-
-        import torch
-
-        from .porting.torch import to_torch
-
-        buffer = io.BytesIO()
-        torch.save(to_torch(spec, weights), buffer)
-        write_atomic(target, buffer.getvalue())
-    elif fmt == "flax":
-        from flax import serialization
-
-        from .porting.flax import to_flax
-
-        write_atomic(target, serialization.msgpack_serialize(
-            to_flax(spec, weights, cell=args.cell)))
-    else:
-        _save_keras(spec, weights, target)
-    difference, backend = _probe_difference(spec, weights, str(target), fmt, args.cell)
+    # Stage beside the target (same file system, so the rename is atomic), read the staged
+    # file back as a user would and compare; only a file that reproduces the source is
+    # renamed into place. On any failure the directory goes, and the target is untouched.
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
+        staged = Path(tmp) / _staged_name(target, fmt)
+        where = write(staged, spec, weights, file_format=fmt, cell=args.cell)
+        probe = _probe(spec, weights, staged, fmt, given, args.cell, shown_as=args.dst)
+        if probe.problem is not None:
+            raise ValueError(f"{probe.problem}; nothing was written to {args.dst!r}")
+        os.replace(staged, target)
     print(f"wrote {args.dst} ({fmt}) from {args.src}: {_describe(spec)}")
+    print(f"the spec travels in {where}; reading {args.dst} back needs no --spec")
     print(f"max |difference| of outputs against the source on a probe input: "
-          f"{difference:.2e} ({backend}, float64)")
+          f"{probe.difference:.2e} ({probe.backend}, float64; read back "
+          f"{'with --spec' if given is not None else 'without --spec'})")
     return 0
 
 
-def _save_keras(spec: Spec, weights: Weights, target: Path) -> None:
-    import os
-
-    model = _keras_model(spec, weights)
-    suffix = ".weights.h5" if target.name.lower().endswith(".weights.h5") else ".keras"
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        staged = Path(tmp) / f"staged{suffix}"
-        if suffix == ".keras":
-            model.save(staged)
-        else:
-            model.save_weights(staged)
-        os.replace(staged, target)
+def _spec_file(path: str | None) -> Spec | None:
+    """The spec of ``--spec PATH``, or None."""
+    return None if path is None else _read_spec(path, "--spec")
 
 
-def _keras_model(spec: Spec, weights: Weights) -> Any:
-    """A Keras Sequential model of ``spec`` (one Input, then the layers to_keras gives)."""
-    import keras
-
-    from .porting.keras import to_keras
-
-    layer = to_keras(spec, weights)
-    layers = list(layer.layers) if isinstance(layer, keras.Sequential) else [layer]
-    return keras.Sequential([keras.Input((None, spec.input_size)), *layers])
+def _read_spec(path: str, label: str) -> Spec:
+    try:
+        return Spec.from_json(Path(path).read_text())
+    except ValueError as err:
+        raise ValueError(f"{label} {path!r}: {err}") from None
 
 
-def _probe_difference(spec: Spec, weights: Weights, path: str, fmt: str, cell: str | None
-                      ) -> tuple[float, str]:
-    """Read ``path`` back and run it on its framework; compare with the source (numpy)."""
+@dataclass
+class _Probe:
+    difference: float
+    backend: str
+    problem: str | None
+
+
+def _probe(spec: Spec, weights: Weights, path: Path, fmt: str, given: Spec | None,
+           cell: str | None, shown_as: str) -> _Probe:
+    """Read ``path`` back as a user would (no spec unless ``--spec`` was given), run it on
+    its framework in float64 and compare with the source run on the numpy backend."""
     from .backends import backend_module
     from .porting.port import read
 
+    backend = {"unirnn": "numpy"}.get(fmt, fmt)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 7, spec.input_size))
     lengths = np.array([7, 4])
     reference = build(spec, "numpy", weights, dtype=np.float64)(x, lengths=lengths)[0]
-    if fmt == "keras" and path.lower().endswith(".weights.h5"):
-        import keras
-
-        from .porting.keras import from_keras, to_keras
-
-        layer = to_keras(spec, weights)
-        model = keras.Sequential([keras.Input((None, spec.input_size)), layer])
-        model.load_weights(path)
-        spec2, weights2 = from_keras(model)
-    else:
-        spec2, weights2 = read(path, spec=spec, cell=cell)
-    backend = {"unirnn": "numpy"}.get(fmt, fmt)
-    result = backend_module(backend).evaluate(spec2, weights2.astype(np.float64), x,
-                                              lengths=lengths, dtype="float64")
-    return float(np.abs(result.outputs - reference).max()), backend
+    source = f"the source is {_describe(spec)}"
+    try:
+        spec2, weights2 = read(path, spec=given, cell=cell, file_format=fmt)
+    except ValueError as err:
+        text = str(err).replace(str(path), shown_as)
+        return _Probe(np.inf, backend, f"the converted file does not read back: {text}")
+    problems = []
+    if spec2 != spec:
+        old, new = spec.to_dict(), spec2.to_dict()
+        fields = [name for name in old if old[name] != new.get(name)]
+        problems.append(f"read back{' without --spec' if given is None else ''} it is "
+                        f"{_describe(spec2)}, where {source} (it differs in "
+                        f"{', '.join(fields)})")
+    difference = np.inf
+    try:
+        result = backend_module(backend).evaluate(
+            spec2, weights2.astype(np.float64), x, lengths=lengths, dtype="float64")
+        difference = float(np.abs(result.outputs - reference).max())
+    except Exception as err:  # a spec that no longer fits the input is a failed probe
+        problems.append(f"running it on {backend} failed ({type(err).__name__}: {err})")
+    scale = max(1.0, float(np.abs(reference).max()))
+    if not difference <= PROBE_TOLERANCE * scale:
+        problems.append(f"max |difference| of its outputs against the source on a probe "
+                        f"input is {difference:.2e} ({backend}, float64), above "
+                        f"{PROBE_TOLERANCE * scale:.0e}")
+    if not problems:
+        return _Probe(difference, backend, None)
+    return _Probe(difference, backend, "the converted file does not reproduce the source: "
+                  + "; ".join(problems))
 
 
 def _prepare_frameworks() -> None:
     """float64 for JAX (checks run in float64), quiet TensorFlow, a Keras backend present."""
     import importlib.util
-    import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "KERAS_BACKEND" not in os.environ and importlib.util.find_spec("tensorflow") is None:
@@ -251,7 +270,8 @@ def _parser() -> argparse.ArgumentParser:
                        "unirnn reads (.safetensors, .pt, .keras, .msgpack)")
     check.add_argument("--spec", help="spec .json for a source that does not determine it")
     check.add_argument("--cell", help="Flax cell name for a .msgpack of Flax's own cell")
-    check.add_argument("--dtypes", default="float64,float32", help="default: %(default)s")
+    check.add_argument("--dtypes", default="float64,float32", type=_dtypes,
+                       help="comma-separated, of float64, float32; default: %(default)s")
     check.add_argument("--no-grad", action="store_true", help="skip the gradient column")
     check.add_argument("--no-keras", action="store_true", help="skip the Keras subprocesses")
     check.set_defaults(func=_cmd_check)
@@ -261,8 +281,11 @@ def _parser() -> argparse.ArgumentParser:
         help="convert a model file between unirnn, torch, Keras and Flax formats",
         description="Convert SRC to DST; the format of each is read from its name: "
         ".safetensors (unirnn), .pt/.pth (torch state_dict), .keras/.weights.h5 (Keras), "
-        ".msgpack (Flax parameters). Writes atomically and reports the max difference of "
-        "the converted model's outputs against the source on a probe input.",
+        ".msgpack (Flax parameters). DST carries the spec (where the framework's own "
+        "loaders ignore it), so a custom cell reads back as itself. DST is staged beside "
+        "its final name and read back as a user would (without --spec unless given); only "
+        "when it computes the source's cell with the source's outputs on a probe input "
+        "is it renamed into place. Otherwise nothing is written and the exit code is 2.",
     )
     convert.add_argument("src")
     convert.add_argument("dst")

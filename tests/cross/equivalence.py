@@ -41,7 +41,10 @@ _GRADIENTS: dict = {}
 
 
 def oracle_gradients(spec, weights, x, state, lengths, cotangent):
-    key = (spec.to_json(), *(np.asarray(a).tobytes() for a in (x, lengths, cotangent)),
+    states = () if state is None else state if isinstance(state, tuple) else (state,)
+    key = (spec.to_json(), state is None, lengths is None,
+           *(np.asarray(a).tobytes() for a in (x, cotangent, *states)),
+           *(() if lengths is None else (np.asarray(lengths).tobytes(),)),
            *(w.tobytes() for w in weights.values()))
     if key not in _GRADIENTS:
         _GRADIENTS[key] = _oracle_gradients(spec, weights, x, state, lengths, cotangent)

@@ -25,7 +25,12 @@ def _as_tuple(state):
     return state if isinstance(state, tuple) else (state,)
 
 
-def _inputs(spec, batch, steps, seed):
+def _inputs(spec, batch, steps, seed, with_state=True, with_lengths=True):
+    """Input, initial state (or None: zeros), lengths (or None: all T) and a cotangent.
+
+    Without state and lengths a backend takes its plain path (the native kernels without
+    packing or masking); with them, the ragged and stateful one.
+    """
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, steps, spec.input_size))
     rows = spec.num_layers * spec.num_directions
@@ -35,7 +40,7 @@ def _inputs(spec, batch, steps, seed):
     lengths = rng.integers(1, steps + 1, size=batch)
     lengths[0] = steps
     cotangent = rng.standard_normal((batch, steps, spec.num_directions * spec.output_size))
-    return x, state, lengths, cotangent
+    return x, state if with_state else None, lengths if with_lengths else None, cotangent
 
 
 def _check(backend_id, spec, weights, x, state, lengths, cotangent, dtype):
@@ -96,13 +101,28 @@ def equivalence_cases(draw):
             cell_clip=draw(st.sampled_from([None, 0.8])), **options,
         )
     return (spec, draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(0, 2**16)),
-            draw(st.sampled_from(["float64", "float32"])))
+            draw(st.sampled_from(["float64", "float32"])), draw(st.booleans()),
+            draw(st.booleans()))
 
 
 @pytest.mark.parametrize("backend_id", list(BACKENDS))
 @given(case=equivalence_cases())
 def test_drawn_specs_match_oracle(backend_id, case):
-    spec, batch, steps, seed, dtype = case
+    spec, batch, steps, seed, dtype, with_state, with_lengths = case
     weights = nonzero_weights(spec, seed=seed)
-    x, state, lengths, cotangent = _inputs(spec, batch, steps, seed)
+    x, state, lengths, cotangent = _inputs(spec, batch, steps, seed, with_state, with_lengths)
+    _check(backend_id, spec, weights, x, state, lengths, cotangent, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("spec", [SPECS["lstm"], SPECS["rnn-2layer-bidir"]],
+                         ids=["lstm", "rnn-2layer-bidir"])
+@pytest.mark.parametrize("backend_id", list(BACKENDS))
+def test_plain_path_without_state_and_lengths(backend_id, spec, dtype):
+    """No initial state, no lengths: torch's fused kernel on a plain tensor (no packing),
+    Keras' layers without a mask, Flax without seq_lengths; held to the oracle too."""
+    weights = nonzero_weights(spec, seed=5)
+    x, state, lengths, cotangent = _inputs(spec, 3, 5, seed=4, with_state=False,
+                                           with_lengths=False)
+    assert state is None and lengths is None
     _check(backend_id, spec, weights, x, state, lengths, cotangent, dtype)

@@ -17,10 +17,17 @@ Example:
     >>> spec.family, spec.num_layers, weights["layer1.forward.w_h"].shape
     ('gru', 2, (12, 4))
     >>> _ = native.load_state_dict(unirnn.to_torch(spec, weights))
+
+A state dict from :func:`to_torch` carries the spec's JSON in its ``_metadata``
+(``state_dict._metadata[""]["unirnn.spec"]``, where ``nn.Module.state_dict`` keeps its
+version), which ``torch.save`` and ``torch.load(weights_only=True)`` keep and
+``load_state_dict`` ignores; :func:`from_torch` reads it, so a custom cell saved as a
+``.pt`` file reads back as itself rather than as the standard cell its tensors also fit.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +39,10 @@ from .._spec import Spec, gru, lstm, rnn
 from .._weights import Weights, check_weights, weight_shapes
 from ..backends.torch import TorchRNN, canonical_weights, torch_name
 
-__all__ = ["from_torch", "to_torch"]
+__all__ = ["SPEC_KEY", "from_torch", "to_torch"]
+
+SPEC_KEY = "unirnn.spec"
+"""The key of the spec's JSON in a state dict's ``_metadata[""]``."""
 
 
 def to_torch(spec: Spec, weights: Mapping[str, Any], *, dtype: Any = None,
@@ -41,7 +51,10 @@ def to_torch(spec: Spec, weights: Mapping[str, Any], *, dtype: Any = None,
 
     It loads into ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (for specs torch's layers can hold) and
     into the module ``unirnn.build(spec, backend="torch")``. Tensors keep the weights'
-    dtype unless ``dtype`` (a torch dtype) is given.
+    dtype unless ``dtype`` (a torch dtype) is given. The returned ``OrderedDict`` carries
+    the spec in its ``_metadata`` (as ``nn.Module.state_dict()`` carries its version), so
+    ``torch.save(to_torch(spec, weights), path)`` writes a file that
+    ``from_torch(torch.load(path, weights_only=True))`` reads back as ``spec``.
 
     Raises:
         ValueError: the weights do not match the spec (name, expected and received shape).
@@ -49,14 +62,32 @@ def to_torch(spec: Spec, weights: Mapping[str, Any], *, dtype: Any = None,
     if not isinstance(spec, Spec):
         raise ValueError(f"to_torch: expected a unirnn.Spec; received {type(spec).__name__}")
     checked = check_weights(spec, weights)
-    state: dict[str, torch.Tensor] = {}
+    state: OrderedDict[str, torch.Tensor] = OrderedDict()
     for name, array in checked.items():
         layer, direction, tensor = name.split(".")
         value = torch.from_numpy(np.array(array))
         if dtype is not None or device is not None:
             value = value.to(device=device, dtype=dtype)
         state[torch_name(int(layer[5:]), direction, tensor)] = value
+    # load_state_dict hands _metadata[prefix] to each module and ignores keys it does not
+    # know; "version" is what nn.Module.state_dict writes there.
+    metadata = OrderedDict({"": {"version": 1, SPEC_KEY: spec.to_json()}})
+    state._metadata = metadata  # type: ignore[attr-defined]
     return state
+
+
+def carried_spec(state: Mapping[str, Any]) -> Spec | None:
+    """The spec a state dict from :func:`to_torch` carries in its ``_metadata``, if any."""
+    metadata = getattr(state, "_metadata", None)
+    root = metadata.get("", None) if isinstance(metadata, Mapping) else None
+    text = root.get(SPEC_KEY) if isinstance(root, Mapping) else None
+    if text is None:
+        return None
+    try:
+        return Spec.from_json(text)
+    except ValueError as err:
+        raise ValueError(f"from_torch: the state dict's _metadata[''][{SPEC_KEY!r}] is not a "
+                         f"unirnn spec ({err})") from None
 
 
 def from_torch(obj: Any, spec: Spec | None = None) -> tuple[Spec, Weights]:
@@ -67,11 +98,13 @@ def from_torch(obj: Any, spec: Spec | None = None) -> tuple[Spec, Weights]:
             ``proj_size``, ``bias``, ``num_layers``, ``bidirectional``, ``dropout``), a
             module built by unirnn's torch backend (it carries ``.spec``), or a state dict
             in torch's naming.
-        spec: the spec of a state dict; for a module it must equal the module's own.
-            Without it, a state dict is read as what ``nn.RNN``/``nn.LSTM``/``nn.GRU``
-            would hold: sizes, layers, directions, bias and projection from the entries'
-            names and shapes, torch's activations (an Elman RNN is taken as tanh: pass
-            ``spec=`` for ``nonlinearity="relu"`` or any custom cell).
+        spec: the spec of a state dict; for a module, or a state dict from
+            :func:`to_torch` (its ``_metadata`` carries the spec), it must equal the
+            carried one. Without it, a state dict from :func:`to_torch` is read as its
+            carried spec, and any other as what ``nn.RNN``/``nn.LSTM``/``nn.GRU`` would
+            hold: sizes, layers, directions, bias and projection from the entries' names
+            and shapes, torch's activations (an Elman RNN is taken as tanh: pass ``spec=``
+            for ``nonlinearity="relu"`` or any custom cell).
 
     Returns:
         The spec and canonical numpy weights in the tensors' dtype (bfloat16 and float16
@@ -89,6 +122,10 @@ def from_torch(obj: Any, spec: Spec | None = None) -> tuple[Spec, Weights]:
         _same_spec(spec, inferred)
         return inferred, _from_state_dict(inferred, obj.state_dict())
     if isinstance(obj, Mapping):
+        carried = carried_spec(obj)
+        if carried is not None:
+            _same_spec(spec, carried, "the state dict")
+            return carried, _from_state_dict(carried, obj)
         if spec is None:
             return (inferred := _infer_state_dict_spec(obj)), _from_state_dict(inferred, obj)
         if not isinstance(spec, Spec):
@@ -100,10 +137,11 @@ def from_torch(obj: Any, spec: Spec | None = None) -> tuple[Spec, Weights]:
     )
 
 
-def _same_spec(given: Spec | None, actual: Spec) -> None:
+def _same_spec(given: Spec | None, actual: Spec, what: str = "the module") -> None:
     if given is not None and given != actual:
+        verb = "computes" if what == "the module" else "carries"
         raise ValueError(
-            f"spec: the module computes {actual.to_json()}; received a different spec "
+            f"spec: {what} {verb} {actual.to_json()}; received a different spec "
             f"{given.to_json()}"
         )
 
