@@ -73,3 +73,9 @@ def test_build_errors():
         unirnn.build(unirnn.gru(3, 4), backend="mxnet")
     with pytest.raises(ValueError, match="expected a unirnn.Spec; received dict"):
         unirnn.build({"family": "gru"}, backend="numpy")
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
+def test_bad_seed_is_a_clear_error(seed):
+    with pytest.raises(ValueError, match=r"seed: expected an integer >= 0; received"):
+        unirnn.init_weights(unirnn.gru(3, 4), seed=seed)

@@ -16,6 +16,7 @@ Gate order: lstm ``i, f, g, o``; gru ``r, z, n``; rnn ``h``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -201,6 +202,8 @@ def init_weights(spec: Spec, seed: int = 0, dtype: DTypeLike = np.float32) -> We
     Values are drawn in float64 and then cast, so the float32 and float64 weights of one
     seed are the same numbers rounded.
     """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed: expected an integer >= 0; received {seed!r}")
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(spec.hidden_size)
     return Weights(

@@ -71,8 +71,9 @@ def test_state_dict_spec_is_inferred_for_torch_layers(native):
 
 def test_state_dict_that_only_a_spec_can_describe():
     module = unirnn.build(unirnn.lstm(3, 4, peepholes=True), backend="torch")
+    assert unirnn.from_torch(module.state_dict())[0] == module.spec  # carries its spec
     with pytest.raises(ValueError, match="pass spec="):
-        unirnn.from_torch(module.state_dict())
+        unirnn.from_torch(dict(module.state_dict()))  # a plain dict: entries only
     with pytest.raises(ValueError, match="expected a state dict of nn.RNN/LSTM/GRU"):
         unirnn.from_torch({"linear.weight": torch.zeros(2, 2)})
 
@@ -100,3 +101,20 @@ def test_spec_disagreeing_with_module_is_refused():
 def test_unsupported_object_is_refused():
     with pytest.raises(ValueError, match="expected nn.RNN"):
         unirnn.from_torch(nn.Linear(3, 4))
+
+
+@pytest.mark.parametrize("spec", [unirnn.lstm(3, 4, activation="relu"),
+                                  unirnn.gru(3, 4, reset="before", bidirectional=True)],
+                         ids=["relu-lstm", "gru-before-bidir"])
+def test_module_state_dict_file_reads_back_as_its_custom_cell(spec, tmp_path):
+    """torch.save(model.state_dict()) of a custom cell carries the spec: from_torch does not
+    mistake it for the standard cell with the same layout, and nn.* still loads it."""
+    model = unirnn.build(spec, backend="torch", weights=nonzero_weights(spec))
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    read_spec, weights = unirnn.from_torch(state)
+    assert read_spec == spec
+    for name, tensor in model.canonical_names().items():
+        np.testing.assert_array_equal(weights[name], getattr(model, tensor).detach().numpy())
+    native = (nn.LSTM(3, 4) if spec.family == "lstm" else nn.GRU(3, 4, bidirectional=True))
+    native.load_state_dict(state)

@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 CUSTOM_KERNEL = "unirnn.torch-loop"
+SPEC_METADATA_KEY = "unirnn.spec"
+"""Where a state dict's ``_metadata[prefix]`` holds the spec's JSON."""
 
 # canonical tensor -> torch parameter stem; "weight_peephole" is unirnn's own (torch has none)
 TORCH_STEMS: Mapping[str, str] = {
@@ -207,6 +209,7 @@ class TorchRNN(nn.Module):
         else:
             self.load_canonical(weights)
         self.flatten_parameters()
+        self.register_state_dict_post_hook(_carry_spec)
 
     def flatten_parameters(self) -> None:
         """As ``nn.RNNBase.flatten_parameters``: on CUDA with cuDNN, put the fused kernel's
@@ -447,6 +450,14 @@ class TorchRNN(nn.Module):
             carry = tuple(torch.where(valid_t, n, o) for n, o in zip(new_carry, carry))
             outputs.append(y)
         return torch.where(valid.unsqueeze(-1), torch.stack(outputs), 0.0), carry
+
+
+def _carry_spec(module: TorchRNN, state_dict: Any, prefix: str, local_metadata: dict[str, Any]
+                ) -> None:
+    """``state_dict()`` records the spec beside torch's ``version`` in ``_metadata[prefix]``
+    (``load_state_dict`` ignores it), so ``torch.save(model.state_dict())`` of a custom cell
+    reads back as that cell (``unirnn.from_torch``), not as the standard one."""
+    local_metadata[SPEC_METADATA_KEY] = module.spec.to_json()
 
 
 def _repack(y: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:

@@ -37,11 +37,11 @@ from torch import nn
 
 from .._spec import Spec, gru, lstm, rnn
 from .._weights import Weights, check_weights, weight_shapes
-from ..backends.torch import TorchRNN, canonical_weights, torch_name
+from ..backends.torch import SPEC_METADATA_KEY, TorchRNN, canonical_weights, torch_name
 
 __all__ = ["SPEC_KEY", "from_torch", "to_torch"]
 
-SPEC_KEY = "unirnn.spec"
+SPEC_KEY = SPEC_METADATA_KEY
 """The key of the spec's JSON in a state dict's ``_metadata[""]``."""
 
 
