@@ -394,3 +394,18 @@ def test_cell_runs_inside_keras_rnn(keras_backend):
     x = _padded(spec, [6, 6])
     ref, _ = oracle.run(spec, weights, x)
     assert max_rel_error(keras.ops.convert_to_numpy(rnn(x)), ref) <= TOL["float32"]
+
+
+def test_native_gru_takes_the_faster_loop_on_jax_cpu():
+    """Keras' jax GRU "fused" path is a hoisted lax.scan, slower on CPU than its generic
+    loop: there the native GRU is built with use_cudnn=False; elsewhere Keras decides."""
+    spec = unirnn.gru(3, 4, bidirectional=True)
+    layer = unirnn.build(spec, backend="keras", weights=nonzero_weights(spec))
+    assert layer.kernel == "keras.layers.GRU"
+    inner = layer.native_layers[0].forward_layer
+    on_jax_cpu = keras.backend.backend() == "jax" and all(
+        d.platform == "cpu" for d in __import__("jax").devices())
+    assert inner.use_cudnn == (False if on_jax_cpu else "auto")
+    x, _, _ = example_inputs(spec, with_state=False, with_lengths=False)
+    expected, _ = oracle.run(spec, nonzero_weights(spec), x)
+    assert max_rel_error(np.asarray(layer(x.astype("float32"))), expected) <= TOL["float32"]

@@ -79,6 +79,15 @@ def native_problem_here(spec: Spec, dtype: str) -> str | None:
     return problem
 
 
+def _jax_on_cpu_only() -> bool:
+    """Keras runs on jax and jax sees no accelerator."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return all(device.platform == "cpu" for device in jax.devices())
+
+
 @keras.saving.register_keras_serializable(package="unirnn")
 class UniRNN(keras.layers.Layer):
     """A unirnn spec as one Keras layer (stacked, bidirectional), batch-major.
@@ -168,8 +177,14 @@ class UniRNN(keras.layers.Layer):
 
     def _make_native(self, k: int) -> keras.layers.Layer:
         cls = getattr(keras.layers, NATIVE_CLASSES[self.spec.family])
-        inner = cls(**native_config(self.spec), return_sequences=True, return_state=True,
-                    dtype=self.dtype_policy, name=f"layer{k}")
+        options: dict[str, Any] = {}
+        if self.spec.family == "gru" and _jax_on_cpu_only():
+            # Keras' jax "fused" GRU is a lax.scan over a hoisted input projection, not a
+            # cuDNN kernel; on CPU it measured 1.3-1.5x slower than the generic loop
+            # (benchmarks/bench_keras.py), so take the loop there.
+            options["use_cudnn"] = False
+        inner = cls(**native_config(self.spec), **options, return_sequences=True,
+                    return_state=True, dtype=self.dtype_policy, name=f"layer{k}")
         if not self.spec.bidirectional:
             return inner
         return keras.layers.Bidirectional(inner, dtype=self.dtype_policy,
