@@ -296,6 +296,27 @@ class Spec:
     def directions(self) -> tuple[str, ...]:
         return ("forward", "backward") if self.bidirectional else ("forward",)
 
+    def describe(self) -> str:
+        """One line for people: sizes, activations and the options that are set, e.g.
+        ``"gru 3->4; r=sigmoid, z=gelu, n=tanh; reset=after, update=old; layers=1"``."""
+        parts = [f"{self.family} {self.input_size}->{self.hidden_size}",
+                 ", ".join(f"{role}={name}" for role, name in self.activations.items())]
+        if self.family == "gru":
+            parts.append(f"reset={self.reset}, update={self.update}")
+        if self.peepholes:
+            parts.append("peepholes")
+        if self.proj_size:
+            parts.append(f"proj_size={self.proj_size}")
+        if self.cell_clip is not None:
+            parts.append(f"cell_clip={self.cell_clip}")
+        if not self.bias:
+            parts.append("no bias")
+        parts.append(f"layers={self.num_layers}" + (" bidirectional" if self.bidirectional
+                                                     else ""))
+        if self.dropout:
+            parts.append(f"dropout={self.dropout}")
+        return "; ".join(parts)
+
     # -- serialisation ----------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

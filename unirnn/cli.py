@@ -25,30 +25,13 @@ __all__ = ["main"]
 def _cmd_info(args: argparse.Namespace) -> int:
     spec, weights = load(args.file)
     print(f"{args.file}: unirnn file")
-    print(f"spec: {_describe(spec)}")
+    print(f"spec: {spec.describe()}")
     print(f"json: {spec.to_json()}")
     print("weights:")
     width = max(len(name) for name in weights)
     for name, array in weights.items():
         print(f"  {name:<{width}}  {str(array.shape):<14} {array.dtype}")
     return 0
-
-
-def _describe(spec: Spec) -> str:
-    parts = [f"{spec.family} {spec.input_size}->{spec.hidden_size}"]
-    parts.append(", ".join(f"{role}={name}" for role, name in spec.activations.items()))
-    if spec.family == "gru":
-        parts.append(f"reset={spec.reset}, update={spec.update}")
-    if spec.peepholes:
-        parts.append("peepholes")
-    if spec.proj_size:
-        parts.append(f"proj_size={spec.proj_size}")
-    if spec.cell_clip is not None:
-        parts.append(f"cell_clip={spec.cell_clip}")
-    if not spec.bias:
-        parts.append("no bias")
-    parts.append(f"layers={spec.num_layers}" + (" bidirectional" if spec.bidirectional else ""))
-    return "; ".join(parts)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -158,7 +141,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         if probe.problem is not None:
             raise ValueError(f"{probe.problem}; nothing was written to {args.dst!r}")
         os.replace(staged, target)
-    print(f"wrote {args.dst} ({fmt}) from {args.src}: {_describe(spec)}")
+    print(f"wrote {args.dst} ({fmt}) from {args.src}: {spec.describe()}")
     print(f"the spec travels in {where}; reading {args.dst} back needs no --spec")
     print(f"max |difference| of outputs against the source on a probe input: "
           f"{probe.difference:.2e} ({probe.backend}, float64; read back "
@@ -197,7 +180,7 @@ def _probe(spec: Spec, weights: Weights, path: Path, fmt: str, given: Spec | Non
     x = rng.standard_normal((2, 7, spec.input_size))
     lengths = np.array([7, 4])
     reference = build(spec, "numpy", weights, dtype=np.float64)(x, lengths=lengths)[0]
-    source = f"the source is {_describe(spec)}"
+    source = f"the source is {spec.describe()}"
     try:
         spec2, weights2 = read(path, spec=given, cell=cell, file_format=fmt)
     except ValueError as err:
@@ -208,7 +191,7 @@ def _probe(spec: Spec, weights: Weights, path: Path, fmt: str, given: Spec | Non
         old, new = spec.to_dict(), spec2.to_dict()
         fields = [name for name in old if old[name] != new.get(name)]
         problems.append(f"read back{' without --spec' if given is None else ''} it is "
-                        f"{_describe(spec2)}, where {source} (it differs in "
+                        f"{spec2.describe()}, where {source} (it differs in "
                         f"{', '.join(fields)})")
     difference = np.inf
     try:

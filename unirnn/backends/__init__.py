@@ -75,8 +75,8 @@ def explain(module: Any) -> str:
     Example:
         >>> import unirnn
         >>> unirnn.explain(unirnn.build(unirnn.gru(3, 4, reset="before"), backend="numpy"))
-        'NumpyRNN runs numpy-loop for gru 3->4 (r=sigmoid, z=sigmoid, n=tanh; reset=before, \
-update=old)'
+        'NumpyRNN runs numpy-loop for gru 3->4; r=sigmoid, z=sigmoid, n=tanh; reset=before, \
+update=old; layers=1'
     """
     kernel = getattr(module, "kernel", None)
     spec = getattr(module, "spec", None)
@@ -85,21 +85,4 @@ update=old)'
             f"explain: expected a module built by unirnn.build (with .kernel and .spec); "
             f"received {type(module).__name__}"
         )
-    roles = ", ".join(f"{role}={name}" for role, name in spec.activations.items())
-    options = []
-    if spec.family == "gru":
-        options.append(f"reset={spec.reset}, update={spec.update}")
-    if spec.peepholes:
-        options.append("peepholes")
-    if spec.proj_size:
-        options.append(f"proj_size={spec.proj_size}")
-    if spec.cell_clip is not None:
-        options.append(f"cell_clip={spec.cell_clip}")
-    if not spec.bias:
-        options.append("no bias")
-    if spec.num_layers > 1:
-        options.append(f"{spec.num_layers} layers")
-    if spec.bidirectional:
-        options.append("bidirectional")
-    return (f"{type(module).__name__} runs {kernel} for {spec.family} "
-            f"{spec.input_size}->{spec.hidden_size} ({'; '.join([roles, *options])})")
+    return f"{type(module).__name__} runs {kernel} for {spec.describe()}"
