@@ -30,13 +30,23 @@ def _loss(spec, weights, x, state, lengths, cotangent):
 
 @pytest.mark.parametrize("name", GRAD_CASES)
 def test_grads_match_oracle_finite_differences(name):
-    spec = SPECS[name]
+    _check_grads(SPECS[name])
+
+
+@pytest.mark.parametrize("hoist_input", [True, False], ids=["hoisted", "input-per-step"])
+@pytest.mark.parametrize("name", ["lstm-proj-bidir-2layer", "gru-before"])
+def test_grads_of_both_input_placements(name, hoist_input):
+    """The input GEMM hoisted (its gradient one GEMM after the scan) or inside each step."""
+    _check_grads(SPECS[name], hoist_input=hoist_input)
+
+
+def _check_grads(spec, **options):
     weights = nonzero_weights(spec)
     x, state, lengths = example_inputs(spec)
     rng = np.random.default_rng(7)
     cotangent = rng.standard_normal((*x.shape[:2], spec.num_directions * spec.output_size))
     result = flax_backend.evaluate(spec, weights, x, initial_state=state, lengths=lengths,
-                                   cotangent=cotangent)
+                                   cotangent=cotangent, **options)
     grads = result.grads
     assert grads is not None
     assert set(grads) == {"x", *weights}

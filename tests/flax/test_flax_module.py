@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import oracle
 import pytest
-from support import framework, max_rel_error, nonzero_weights
+from support import TOL, framework, max_rel_error, nonzero_weights
 
 import unirnn
 
@@ -31,7 +36,7 @@ def _inputs(spec, batch=3, steps=5, seed=0):
 
 
 @pytest.mark.parametrize("api", ["linen", "nnx"])
-def test_layer_carry_layout_time_major_and_initial_carry(api):
+def test_layer_carry_layout_time_major_and_initial_carry(api, default_kernel):
     """Carry: one Flax-ordered (c, h) per layer and direction in torch row order."""
     spec = unirnn.lstm(3, 5, proj_size=2, num_layers=2, bidirectional=True)
     weights = nonzero_weights(spec)
@@ -53,7 +58,7 @@ def test_layer_carry_layout_time_major_and_initial_carry(api):
         model = unirnn.build(spec, backend="flax", api="nnx", weights=weights, time_major=True,
                              return_carry=True, **F64)
         finals, out = model(np.swapaxes(x, 0, 1), initial_carry=carry, seq_lengths=lengths)
-    assert model.kernel == "unirnn-scan"
+    assert model.kernel == default_kernel
     assert max_rel_error(np.swapaxes(out, 0, 1), ref_out) <= 1e-12
     assert len(finals) == 4
     for row, (c, h) in enumerate(finals):
@@ -211,3 +216,207 @@ def test_seq_lengths_under_jit():
     variables = model.init(jax.random.key(0), x)
     out = jax.jit(lambda v, x, l: model.apply(v, x, seq_lengths=l))(variables, x, lengths)
     assert max_rel_error(out, _numpy(spec, weights, x, lengths=lengths)[0]) <= 1e-12
+
+
+def _bf16(array):
+    """``array`` rounded to bfloat16, as float64 (which holds every bfloat16 exactly)."""
+    return np.asarray(jnp.asarray(array, jnp.bfloat16), np.float64)
+
+
+# Computing in bfloat16: 8 significant bits, unit roundoff 2**-9 (about 2e-3). Every step
+# rounds its input, both GEMM outputs, the gates and the new state, and the state's error
+# carries into the next step, so over 5 steps and 2 layers a few roundoffs add up
+# (measured at most 3.6e-3 of the output scale on these cases). 2e-2, about ten
+# roundoffs, leaves room for another summation order (GPU) yet fails a wrong gate, bias
+# or state, which are off by O(0.1).
+BF16_TOL = 2e-2
+
+BF16_SPECS = {
+    "lstm": unirnn.lstm(3, 8),
+    "gru-gelu-z": unirnn.gru(3, 8, activations={"z": "gelu"}),
+    "gru-before-bidir-2layer": unirnn.gru(3, 8, reset="before", num_layers=2,
+                                          bidirectional=True),
+}
+
+
+def _params_of(api, model, variables=None):
+    if api == "linen":
+        return variables
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+@pytest.mark.parametrize("api", ["linen", "nnx"])
+@pytest.mark.parametrize("name", list(BF16_SPECS))
+def test_bfloat16_parameters_match_oracle(name, api):
+    """param_dtype=bfloat16 with weights: the parameters are the weights rounded to
+    bfloat16. Float32 inputs promote the computation to float32 (the float32 tolerance
+    against the oracle on the rounded weights); dtype=bfloat16 computes in bfloat16."""
+    spec = BF16_SPECS[name]
+    weights = nonzero_weights(spec, scale=0.3)
+    rounded = unirnn.Weights({n: _bf16(w) for n, w in weights.items()})
+    x = _inputs(spec).astype(np.float32)
+    outputs = {}
+    for dtype in (None, jnp.bfloat16):
+        inputs = x if dtype is None else jnp.asarray(x, jnp.bfloat16)
+        model = unirnn.build(spec, backend="flax", api=api, weights=weights,
+                             param_dtype=jnp.bfloat16, dtype=dtype)
+        if api == "linen":
+            variables = model.init(jax.random.key(0), inputs)
+            outputs[dtype] = model.apply(variables, inputs)
+        else:
+            variables = None
+            outputs[dtype] = model(inputs)
+        leaves = jax.tree_util.tree_leaves(_params_of(api, model, variables))
+        assert leaves and all(a.dtype == jnp.bfloat16 for a in leaves)
+    assert outputs[None].dtype == jnp.float32
+    ref_out, _ = oracle.run(spec, rounded, x.astype(np.float64))
+    assert max_rel_error(outputs[None], ref_out) <= TOL["float32"]
+    assert outputs[jnp.bfloat16].dtype == jnp.bfloat16
+    ref_out, _ = oracle.run(spec, rounded, _bf16(x))
+    assert max_rel_error(np.asarray(outputs[jnp.bfloat16], np.float64), ref_out) <= BF16_TOL
+
+
+@pytest.mark.parametrize("api", ["linen", "nnx"])
+def test_random_init_in_bfloat16(api):
+    """param_dtype=bfloat16 without weights: drawn in float32 and cast (jax's orthogonal
+    initialiser has no bfloat16 QR). The recurrent blocks are orthogonal to bfloat16
+    precision; the outputs are the oracle's on the parameters read back by from_flax."""
+    spec = unirnn.gru(3, 4, reset="before", num_layers=2)
+    x = _inputs(spec).astype(np.float32)
+    if api == "linen":
+        model = unirnn.build(spec, backend="flax", param_dtype=jnp.bfloat16)
+        variables = model.init(jax.random.key(0), x)
+        out = model.apply(variables, x)
+    else:
+        model = unirnn.build(spec, backend="flax", api="nnx", param_dtype=jnp.bfloat16,
+                             rngs=nnx.Rngs(0))
+        variables = None
+        out = model(x)
+    params = _params_of(api, model, variables)
+    leaves = jax.tree_util.tree_leaves(params)
+    assert leaves and all(a.dtype == jnp.bfloat16 for a in leaves)
+    tree = params["params"] if api == "linen" else params
+    kernel = np.asarray(tree["layer1_forward"]["recurrent_kernel"], np.float64)
+    for gate in range(3):
+        block = kernel[:, 4 * gate: 4 * gate + 4]
+        np.testing.assert_allclose(block.T @ block, np.eye(4), atol=2e-2)
+    read_spec, weights = unirnn.from_flax(params, spec=spec)
+    assert read_spec == spec
+    assert all(w.dtype == np.float32 for w in weights.values())
+    assert out.dtype == jnp.float32
+    assert max_rel_error(out, oracle.run(spec, weights, x.astype(np.float64))[0]) <= TOL["float32"]
+
+
+@pytest.mark.parametrize("api", ["linen", "nnx"])
+def test_reverse_matches_oracle_backward_direction(api):
+    """reverse=True (attribute or call argument) runs the valid steps right to left: the
+    oracle's backward direction, outputs and final (c, h)."""
+    bidir = unirnn.lstm(3, 4, bidirectional=True, peepholes=True)
+    weights = nonzero_weights(bidir)
+    backward = unirnn.Weights({n.replace("backward", "forward"): v for n, v in weights.items()
+                               if ".backward." in n})
+    uni = unirnn.lstm(3, 4, peepholes=True)
+    x, lengths = _inputs(bidir), np.array([5, 3, 1])
+    ref_out, (ref_h, ref_c) = oracle.run(bidir, weights, x, None, lengths)
+    runs = []
+    if api == "linen":
+        model = unirnn.build(uni, backend="flax", weights=backward, reverse=True,
+                             return_carry=True, **F64)
+        variables = model.init(jax.random.key(0), x)
+        runs.append(model.apply(variables, x, seq_lengths=lengths))
+        forward = unirnn.build(uni, backend="flax", weights=backward, return_carry=True, **F64)
+        runs.append(forward.apply(variables, x, seq_lengths=lengths, reverse=True))
+    else:
+        model = unirnn.build(uni, backend="flax", api="nnx", weights=backward, reverse=True,
+                             return_carry=True, **F64)
+        runs.append(model(x, seq_lengths=lengths))
+        forward = unirnn.build(uni, backend="flax", api="nnx", weights=backward,
+                               return_carry=True, **F64)
+        runs.append(forward(x, seq_lengths=lengths, reverse=True))
+    for finals, out in runs:
+        assert max_rel_error(out, ref_out[..., 4:]) <= TOL["float64"]
+        (c, h), = finals
+        assert max_rel_error(h, ref_h[1]) <= TOL["float64"]
+        assert max_rel_error(c, ref_c[1]) <= TOL["float64"]
+
+
+def test_nnx_module_under_nnx_jit_grad_and_vmap():
+    """nnx.jit and nnx.vmap give the oracle's outputs; nnx.grad the gradient of the oracle
+    (central finite differences along a random direction in every weight)."""
+    spec = unirnn.gru(3, 4, activations={"z": "gelu"}, num_layers=2)
+    weights = nonzero_weights(spec)
+    model = unirnn.build(spec, backend="flax", api="nnx", weights=weights, **F64)
+    x = _inputs(spec)
+    ref_out, _ = oracle.run(spec, weights, x)
+    assert max_rel_error(nnx.jit(lambda m, x: m(x))(model, x), ref_out) <= TOL["float64"]
+    per_sequence = nnx.vmap(lambda m, xs: m(xs[None])[0], in_axes=(None, 0))(model, x)
+    assert max_rel_error(per_sequence, ref_out) <= TOL["float64"]
+
+    rng = np.random.default_rng(5)
+    cotangent = rng.standard_normal(ref_out.shape)
+    grads = nnx.jit(nnx.grad(lambda m: (m(x) * cotangent).sum()))(model)
+    _, canonical = unirnn.from_flax(nnx.to_pure_dict(grads), spec=spec)  # transposes only
+    direction = {n: rng.standard_normal(w.shape) for n, w in weights.items()}
+    eps = 1e-6
+
+    def loss(sign):
+        moved = unirnn.Weights({n: w + sign * eps * direction[n] for n, w in weights.items()})
+        return float(np.sum(oracle.run(spec, moved, x)[0] * cotangent))
+
+    numeric = (loss(1) - loss(-1)) / (2 * eps)
+    analytic = sum(float(np.sum(canonical[n] * direction[n])) for n in weights)
+    assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(numeric))
+
+
+def test_nnx_dropout_without_rngs_says_what_to_pass():
+    """Built with weights= but no rngs: training-mode dropout names rngs=nnx.Rngs(...);
+    deterministic runs need no rngs and give the oracle's outputs."""
+    spec = unirnn.rnn(3, 4, num_layers=2, dropout=0.5)
+    weights = nonzero_weights(spec)
+    x = _inputs(spec)
+    model = unirnn.build(spec, backend="flax", api="nnx", weights=weights, **F64)
+    with pytest.raises(ValueError, match=r"dropout=0.5 in training mode.*rngs=nnx.Rngs\("):
+        model(x)
+    ref_out, _ = oracle.run(spec, weights, x)
+    assert max_rel_error(model(x, deterministic=True), ref_out) <= TOL["float64"]
+    model.eval()
+    assert max_rel_error(model(x), ref_out) <= TOL["float64"]
+
+
+_X64_OFF = """
+import sys
+
+import jax
+import numpy as np
+
+import unirnn
+
+assert not jax.config.jax_enable_x64
+data = np.load(sys.argv[1])
+spec = unirnn.lstm(3, 5, proj_size=2, num_layers=2, bidirectional=True)
+weights = {name: data[name] for name in unirnn.weight_shapes(spec)}
+x, lengths = data["x"], data["lengths"]
+linen = unirnn.build(spec, backend="flax", weights=weights)
+linen_out = linen.apply(linen.init(jax.random.key(0), x), x, seq_lengths=lengths)
+nnx_out = unirnn.build(spec, backend="flax", api="nnx", weights=weights)(x, seq_lengths=lengths)
+np.savez(sys.argv[2], linen=np.asarray(linen_out), nnx=np.asarray(nnx_out))
+"""
+
+
+def test_float32_with_x64_off(tmp_path):
+    """This module switches x64 on process-wide, so a fresh process runs linen and nnx with
+    x64 off (JAX's default); their float32 outputs hold the float32 tolerance."""
+    spec = unirnn.lstm(3, 5, proj_size=2, num_layers=2, bidirectional=True)
+    weights = nonzero_weights(spec)
+    x = _inputs(spec).astype(np.float32)
+    lengths = np.array([5, 2, 4])
+    np.savez(tmp_path / "in.npz", x=x, lengths=lengths, **weights)
+    env = {**os.environ, "JAX_ENABLE_X64": "0"}
+    subprocess.run([sys.executable, "-c", _X64_OFF, str(tmp_path / "in.npz"),
+                    str(tmp_path / "out.npz")], check=True, env=env,
+                   cwd=Path(__file__).resolve().parents[2], timeout=300)
+    result = np.load(tmp_path / "out.npz")
+    ref_out, _ = oracle.run(spec, weights, x.astype(np.float64), None, lengths)
+    for api in ("linen", "nnx"):
+        assert result[api].dtype == np.float32
+        assert max_rel_error(result[api], ref_out) <= TOL["float32"]

@@ -47,14 +47,14 @@ FLOAT64_CASES = [(name, variant) for name in SPECS for variant in ("state+length
 
 @pytest.mark.parametrize(("name", "variant"), FLOAT64_CASES,
                          ids=[f"{n}-{v}" for n, v in FLOAT64_CASES])
-def test_float64_matches_oracle(name, variant):
+def test_float64_matches_oracle(name, variant, default_kernel):
     spec = SPECS[name]
     weights = nonzero_weights(spec)
     x, state, lengths = example_inputs(spec, with_state=variant != "plain",
                                        with_lengths=variant != "plain")
     result = flax_backend.evaluate(spec, weights, x, initial_state=state, lengths=lengths)
     ref_out, ref_state = oracle.run(spec, weights, x, state, lengths)
-    assert result.kernel == "unirnn-scan"
+    assert result.kernel == default_kernel
     assert result.outputs.dtype == np.float64
     assert result.outputs.shape == ref_out.shape
     assert max_rel_error(result.outputs, ref_out) <= TOL["float64"]
@@ -76,36 +76,53 @@ def test_float32_matches_oracle(spec):
         assert max_rel_error(got, ref) <= TOL["float32"]
 
 
-@pytest.mark.parametrize("name", ["lstm-proj-bidir-2layer", "gru-before-new-nobias"])
-def test_input_projected_per_step_matches_oracle(name):
-    """hoist_input=False (the input GEMM inside each step) is the same function."""
+@pytest.mark.parametrize("hoist_input", [True, False], ids=["hoisted", "input-per-step"])
+@pytest.mark.parametrize("name", list(SPECS))
+def test_both_input_placements_match_oracle(name, hoist_input):
+    """The input GEMM hoisted before the scan or inside each step: the same function."""
     spec = SPECS[name]
     weights = nonzero_weights(spec)
     x, state, lengths = example_inputs(spec)
     result = flax_backend.evaluate(spec, weights, x, initial_state=state, lengths=lengths,
-                                   hoist_input=False)
-    assert result.kernel == "unirnn-scan(input-per-step)"
+                                   hoist_input=hoist_input)
+    assert result.kernel == ("unirnn-scan" if hoist_input else "unirnn-scan(input-per-step)")
     ref_out, ref_state = oracle.run(spec, weights, x, state, lengths)
     assert max_rel_error(result.outputs, ref_out) <= TOL["float64"]
     for got, ref in zip(result.state, _states(ref_state), strict=True):
         assert max_rel_error(got, ref) <= TOL["float64"]
 
 
+def _gpus():
+    try:
+        return jax.devices("gpu")
+    except RuntimeError:
+        return []
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("hoist_input", [None, True, False],
+                         ids=["default", "hoisted", "input-per-step"])
 @pytest.mark.parametrize("spec", [SPECS["lstm-proj-bidir-2layer"], SPECS["gru-gelu-z"]],
                          ids=["lstm-proj-bidir-2layer", "gru-gelu-z"])
-def test_gpu_float32_matches_oracle(spec):
-    try:
-        gpus = jax.devices("gpu")
-    except RuntimeError:
-        gpus = []
+def test_gpu_float32_matches_oracle(spec, hoist_input):
+    """On a GPU with full float32 matmuls (not TF32), the suite's float32 tolerance."""
+    gpus = _gpus()
     if not gpus:
         pytest.skip("JAX sees no GPU")
     weights = nonzero_weights(spec)
     x, state, lengths = example_inputs(spec)
-    with jax.default_device(gpus[0]):
+    with jax.default_device(gpus[0]), jax.default_matmul_precision("highest"):
         result = flax_backend.evaluate(spec, weights, x, initial_state=state, lengths=lengths,
-                                       dtype="float32")
-    ref_out, _ = oracle.run(spec, weights, x, state, lengths)
-    # TF32 matmuls on GPU: float32 outputs to about 1e-3 relative unless highest precision.
-    assert max_rel_error(result.outputs, ref_out) <= 2e-3
+                                       dtype="float32", hoist_input=hoist_input)
+    ref_out, ref_state = oracle.run(spec, weights, x, state, lengths)
+    assert max_rel_error(result.outputs, ref_out) <= TOL["float32"]
+    for got, ref in zip(result.state, _states(ref_state), strict=True):
+        assert max_rel_error(got, ref) <= TOL["float32"]
+
+
+@pytest.mark.gpu
+def test_gpu_tests_run_with_full_float32_matmuls():
+    """tests/flax/conftest.py: on a GPU every test's matmuls are full float32."""
+    if not _gpus():
+        pytest.skip("JAX sees no GPU")
+    assert jax.config.jax_default_matmul_precision == "highest"

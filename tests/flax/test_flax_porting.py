@@ -165,3 +165,88 @@ def test_unknown_tree_is_refused():
         unirnn.from_flax({"params": {"dense": {"kernel": np.zeros((3, 4))}}})
     with pytest.raises(ValueError, match="expected a params tree"):
         unirnn.from_flax(42)
+
+
+def _bf16_tree(tree):
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.bfloat16), tree)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_import_bfloat16_params_of_linen_cell(cell):
+    """A Flax cell's bfloat16 parameters import as float32 (exact); the oracle on them gives
+    the native cell's outputs with those same bfloat16 parameters."""
+    native = nn.RNN(getattr(nn, cell)(4, param_dtype=jnp.float64,
+                                      bias_init=nn.initializers.normal(0.5)))
+    variables = _bf16_tree(native.init(jax.random.key(1), X))
+    spec, weights = unirnn.from_flax(variables)
+    assert spec == CELLS[cell]
+    assert all(w.dtype == np.float32 for w in weights.values())
+    expected = native.apply(variables, X)  # float64 inputs: computed in float64
+    assert max_rel_error(oracle.run(spec, weights, X)[0], expected) <= 1e-12
+
+
+def test_import_bfloat16_unirnn_tree_is_the_rounded_weights():
+    spec = unirnn.gru(3, 4, reset="before", num_layers=2, bidirectional=True)
+    weights = nonzero_weights(spec)
+    _, read = unirnn.from_flax(_bf16_tree(unirnn.to_flax(spec, weights)), spec=spec)
+    for name, value in weights.items():
+        np.testing.assert_array_equal(read[name], np.asarray(jnp.asarray(value, jnp.bfloat16),
+                                                             np.float32))
+
+
+def test_reads_flax_rnn_layers():
+    """Flax's own layers around a cell (bound linen nn.RNN, nnx.RNN) read as their cell."""
+    layer = nn.RNN(nn.GRUCell(4, activation_fn=nn.relu, param_dtype=jnp.float64,
+                              bias_init=nn.initializers.normal(0.5)))
+    variables = layer.init(jax.random.key(0), X)
+    spec, weights = unirnn.from_flax(layer.bind(variables))
+    assert spec == unirnn.gru(3, 4, activation="relu")
+    assert max_rel_error(oracle.run(spec, weights, X)[0], layer.apply(variables, X)) <= 1e-12
+
+    nnx_layer = nnx.RNN(nnx.LSTMCell(3, 4, activation_fn=jax.nn.gelu, dtype=jnp.float64,
+                                     param_dtype=jnp.float64, rngs=nnx.Rngs(0)))
+    spec, weights = unirnn.from_flax(nnx_layer)
+    assert spec == unirnn.lstm(3, 4, activation="gelu_tanh")
+    assert max_rel_error(oracle.run(spec, weights, X)[0], _nnx_run(nnx_layer.cell)) <= 1e-12
+
+    uni = unirnn.gru(3, 4, reset="before")
+    uni_weights = nonzero_weights(uni)
+    cell = unirnn.build(uni, backend="flax", module="cell", weights=uni_weights,
+                        param_dtype=jnp.float64)
+    wrapped = nn.RNN(cell)
+    spec, weights = unirnn.from_flax(wrapped.bind(wrapped.init(jax.random.key(0), X)))
+    assert spec == uni
+    for name in uni_weights:
+        np.testing.assert_array_equal(weights[name], uni_weights[name])
+
+    reversed_layer = nn.RNN(nn.GRUCell(4, param_dtype=jnp.float64), reverse=True,
+                            keep_order=True)
+    bound = reversed_layer.bind(reversed_layer.init(jax.random.key(0), X))
+    with pytest.raises(ValueError, match=r"RNN\(reverse=True\).*unirnn's layer with reverse"):
+        unirnn.from_flax(bound)
+    with pytest.raises(ValueError, match=r"RNN\(reverse=True\)"):
+        unirnn.from_flax(nnx.RNN(nnx.GRUCell(3, 4, rngs=nnx.Rngs(0)), reverse=True))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_import_from_bare_nnx_pure_dict(cell):
+    """nnx.to_pure_dict(nnx.state(cell, nnx.Param)) alone: layout detected, oracle outputs
+    equal to the nnx cell's."""
+    module = getattr(nnx, cell)(3, 4, dtype=jnp.float64, param_dtype=jnp.float64,
+                                bias_init=nnx.initializers.normal(0.5), rngs=nnx.Rngs(0))
+    pure = nnx.to_pure_dict(nnx.state(module, nnx.Param))
+    spec, weights = unirnn.from_flax(pure)
+    assert spec == CELLS[cell]
+    assert max_rel_error(oracle.run(spec, weights, X)[0], _nnx_run(module)) <= 1e-12
+
+
+def test_import_unirnn_nnx_pure_dict():
+    spec = unirnn.lstm(3, 5, proj_size=2, peepholes=True, num_layers=2, bidirectional=True)
+    weights = nonzero_weights(spec)
+    model = unirnn.build(spec, backend="flax", api="nnx", weights=weights,
+                         param_dtype=jnp.float64)
+    spec2, weights2 = unirnn.from_flax(nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+                                       spec=spec)
+    assert spec2 == spec
+    for name in weights:
+        np.testing.assert_array_equal(weights2[name], weights[name])

@@ -23,6 +23,7 @@ from ._flax_scan import (
     apply_stack,
     cell_name,
     compute_dtype,
+    kernel_name,
     param_inits,
     step_tensors,
     to_flax_carry,
@@ -109,14 +110,20 @@ class UniCell(nn.RNNCellBase):
 class UniRNN(nn.Module):
     """A unirnn layer stack as a linen module, scanned with ``lax.scan``.
 
+    The parameters are read once, outside the scan, and the time loop is a plain
+    ``jax.lax.scan`` over arrays (not ``nn.scan``): the same pure function runs the nnx
+    twin, and dropout acts only between layers, so no variables or rngs need lifting
+    into the loop. ``model.kernel`` names the path: ``"unirnn-scan"`` (input GEMM hoisted
+    before the scan) or ``"unirnn-scan(input-per-step)"``.
+
     Example:
         >>> import jax, jax.numpy as jnp, unirnn
         >>> model = unirnn.build(unirnn.lstm(3, 5, num_layers=2), backend="flax")
         >>> x = jnp.ones((2, 7, 3))  # (batch, time, features)
         >>> variables = model.init(jax.random.key(0), x)
         >>> y = model.apply(variables, x)
-        >>> y.shape, model.kernel
-        ((2, 7, 5), 'unirnn-scan')
+        >>> y.shape
+        (2, 7, 5)
 
     Call: ``model.apply(variables, inputs, initial_carry=None, seq_lengths=None,
     deterministic=None, return_carry=None, time_major=None, reverse=None,
@@ -144,9 +151,10 @@ class UniRNN(nn.Module):
             param_dtype: parameter dtype (float32). ``dtype=jnp.bfloat16`` computes in
             bfloat16.
         unroll: ``lax.scan`` unroll (1 on CPU).
-        hoist_input: project every step's input in one GEMM before the scan (default);
-            ``False`` projects inside each step (on XLA:CPU, whose runtime runs the
-            per-step input and recurrent GEMMs concurrently, this can be faster).
+        hoist_input: ``True`` projects every step's input in one GEMM before the scan;
+            ``False`` projects inside each step; ``None`` (default): ``False`` on XLA:CPU,
+            whose runtime runs a step's input and recurrent GEMMs side by side, ``True``
+            elsewhere (``jax.default_backend()``).
     """
 
     spec: Spec
@@ -158,12 +166,12 @@ class UniRNN(nn.Module):
     dtype: Any = None
     param_dtype: Any = jnp.float32
     unroll: int = 1
-    hoist_input: bool = True
+    hoist_input: bool | None = None
 
     @property
     def kernel(self) -> str:
         """The path it runs: ``"unirnn-scan"``, or ``"unirnn-scan(input-per-step)"``."""
-        return KERNEL if self.hoist_input else f"{KERNEL}(input-per-step)"
+        return kernel_name(self.hoist_input)
 
     @nn.compact
     def __call__(

@@ -23,6 +23,7 @@ from ._flax_scan import (
     apply_stack,
     cell_name,
     compute_dtype,
+    kernel_name,
     param_inits,
     step_tensors,
     to_flax_carry,
@@ -118,20 +119,26 @@ class UniRNNNNX(nnx.Module):
         >>> model(jnp.ones((2, 5, 3))).shape
         (2, 5, 8)
 
+    Args: ``spec``; ``weights`` (canonical; ``None``: Flax's initialisers); ``rngs``:
+    ``nnx.Rngs``, its ``params`` stream for the initialisers (without ``weights``) and
+    its ``dropout`` stream for dropout in training mode (``spec.dropout > 0``, also with
+    ``weights``); the other options as :class:`~unirnn.backends.flax.UniRNN`'s attributes.
+
     Attributes:
         spec: what it runs; ``layer{k}_{direction}``: a :class:`UniCellNNX` per layer and
-        direction; kernel: ``"unirnn-scan"`` (``"unirnn-scan(input-per-step)"`` with
-        ``hoist_input=False``).
+        direction; kernel: ``"unirnn-scan"``, or ``"unirnn-scan(input-per-step)"`` when
+        the input GEMM runs inside each step (``hoist_input=False``, or the default on
+        XLA:CPU).
     """
 
     @property
     def kernel(self) -> str:
-        return KERNEL if self.hoist_input else f"{KERNEL}(input-per-step)"
+        return kernel_name(self.hoist_input)
 
     def __init__(self, spec: Spec, *, weights: Mapping[str, Any] | None = None,
                  time_major: bool = False, return_carry: bool = False, reverse: bool = False,
                  dtype: Any = None, param_dtype: Any = jnp.float32, unroll: int = 1,
-                 hoist_input: bool = True, rngs: nnx.Rngs | None = None) -> None:
+                 hoist_input: bool | None = None, rngs: nnx.Rngs | None = None) -> None:
         self.spec = spec
         self.hoist_input = hoist_input
         self.time_major = time_major
@@ -161,6 +168,14 @@ class UniRNNNNX(nnx.Module):
         dropout = None
         if self.dropout is not None:
             module = self.dropout
+            training = not (module.deterministic if deterministic is None else deterministic)
+            if training and getattr(module, "rngs", None) is None:
+                raise ValueError(
+                    f"dropout={spec.dropout} in training mode: expected a random stream for "
+                    "the dropout masks; the model was built without rngs. Build it with "
+                    "rngs=nnx.Rngs(dropout=0) (also when passing weights=), or run it "
+                    "deterministically (model.eval() or deterministic=True)"
+                )
 
             def dropout(x: Any) -> Any:
                 return module(x, deterministic=deterministic)

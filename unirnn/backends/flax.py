@@ -20,9 +20,12 @@ of ``nn.LSTMCell``; torch and unirnn's ``evaluate`` use ``(h, c)``). The layer's
 tuple of cell carries, one per layer and direction, in torch's row order (layer 0
 forward, layer 0 backward, layer 1 forward, ...).
 
-Speed: the input projection of all steps is one GEMM ahead of the scan; each step runs
-one fused ``(P, G*H)`` recurrent GEMM and the shared cell math (:mod:`unirnn._cells`),
-which XLA fuses under ``jax.jit``.
+Speed: each step runs one fused ``(P, G*H)`` recurrent GEMM and the shared cell math
+(:mod:`unirnn._cells`), which XLA fuses under ``jax.jit``. The input projection of all
+steps is one GEMM ahead of the scan (``hoist_input=True``; the default off XLA:CPU) or one
+GEMM inside each step (``False``; the default on XLA:CPU, where it runs beside the
+recurrent GEMM). Each step reads its inputs from the carry, and the backward pass
+recomputes the gate math from the saved GEMM outputs (docs/flax.md, Speed).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from ._flax_scan import (
     Kernel,
     _layer_weights,
     cell_name,
+    kernel_name,
     to_flax_carry,
     to_internal_carry,
 )
@@ -169,7 +173,7 @@ def evaluate(
     api = options.pop("api", "linen")
     if api not in ("linen", "nnx"):
         raise ValueError(f"api: expected 'linen' or 'nnx'; received {api!r}")
-    kernel = KERNEL if options.get("hoist_input", True) else f"{KERNEL}(input-per-step)"
+    kernel = kernel_name(options.get("hoist_input"))
     names = list(weight_shapes(spec))
 
     def run(x_in: Array, canonical: dict[str, Array]) -> tuple[Array, Any]:

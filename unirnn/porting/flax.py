@@ -218,10 +218,25 @@ def _cell_activations(obj: Any, cell: str) -> dict[str, str]:
 
 
 def _to_numpy_tree(tree: Any) -> Any:
+    """Numpy arrays; ml_dtypes' narrow floats (bfloat16, float8_*) widened to float32,
+    which holds each of their values exactly."""
     if isinstance(tree, Mapping):
         return {str(k): _to_numpy_tree(v) for k, v in tree.items()}
-    value = getattr(tree, "value", tree)  # nnx.Param and friends
-    return np.asarray(value)
+    array = np.asarray(getattr(tree, "value", tree))  # nnx.Param and friends
+    if array.dtype.kind == "V" and array.dtype.name.startswith(("bfloat16", "float8")):
+        return array.astype(np.float32)
+    return array
+
+
+def _refuse_reversed(obj: Any) -> None:
+    """Flax's ``RNN(cell, reverse=True)`` runs right to left; the spec read off its cell
+    cannot say so, and a forward run of the weights would give other outputs."""
+    if getattr(obj, "reverse", False):
+        raise ValueError(
+            f"{type(obj).__name__}(reverse=True): expected a left-to-right layer; the spec "
+            "has no direction of its own. Read its cell (from_flax of the cell or of the "
+            "variables) and run unirnn's layer with reverse=True"
+        )
 
 
 def _unwrap(obj: Any, cell: str | None, spec: Spec | None
@@ -233,6 +248,9 @@ def _unwrap(obj: Any, cell: str | None, spec: Spec | None
         from flax import nnx
     except ImportError:  # pragma: no cover
         nn = nnx = None  # type: ignore[assignment]
+    if nnx is not None and isinstance(obj, nnx.RNN):  # Flax's layer around a cell
+        _refuse_reversed(obj)
+        obj = obj.cell
     if nnx is not None and isinstance(obj, nnx.Module):
         from ..backends._flax_nnx import UniCellNNX, UniRNNNNX
 
@@ -244,8 +262,9 @@ def _unwrap(obj: Any, cell: str | None, spec: Spec | None
         else:
             kind = type(obj).__name__
             if kind not in FLAX_CELLS:
-                raise ValueError(f"from_flax: expected a unirnn nnx module or one of Flax's "
-                                 f"{', '.join(FLAX_CELLS)}; received {kind}")
+                raise ValueError(f"from_flax: expected a unirnn nnx module, one of Flax's "
+                                 f"{', '.join(FLAX_CELLS)} or an nnx.RNN of one; received "
+                                 f"{kind}")
             if cell is not None and cell != kind:
                 raise ValueError(f"cell: the module is a {kind}; received cell={cell!r}")
             cell = kind
@@ -261,20 +280,23 @@ def _unwrap(obj: Any, cell: str | None, spec: Spec | None
                              "module.bind(variables)")
         from ..backends.flax import UniCell, UniRNN
 
+        params = _to_numpy_tree(obj.variables["params"])
+        if isinstance(obj, nn.RNN):  # Flax's layer around a cell: its params sit under "cell"
+            _refuse_reversed(obj)
+            obj, params = obj.cell, params["cell"]
         if isinstance(obj, (UniRNN, UniCell)):
             spec = spec or obj.spec
-            params = _to_numpy_tree(obj.variables["params"])
             if isinstance(obj, UniCell):
                 params = {"layer0_forward": params}
             return params, None, spec, None
         kind = type(obj).__name__
         if kind not in FLAX_CELLS:
-            raise ValueError(f"from_flax: expected a unirnn linen module or one of Flax's "
-                             f"{', '.join(FLAX_CELLS)}; received {kind}")
+            raise ValueError(f"from_flax: expected a unirnn linen module, one of Flax's "
+                             f"{', '.join(FLAX_CELLS)} or an nn.RNN of one; received {kind}")
         cell = kind
         if spec is None:
             activations = _cell_activations(obj, kind)
-        return _to_numpy_tree(obj.variables["params"]), cell, spec, activations
+        return params, cell, spec, activations
     if not isinstance(obj, Mapping):
         raise ValueError(f"from_flax: expected a params tree, a bound linen module or an nnx "
                          f"module; received {type(obj).__name__}")
@@ -332,9 +354,12 @@ def from_flax(obj: Any, cell: str | None = None, spec: Spec | None = None
 
     Args:
         obj: a params tree (``{"params": ...}`` or the inner dict, from linen's ``init``
-            or :func:`to_flax`), a bound linen module (``module.bind(variables)``), or an
-            nnx module: unirnn's own modules (their spec is used) or Flax's
-            ``LSTMCell``/``OptimizedLSTMCell``/``GRUCell``/``SimpleCell`` (linen or nnx).
+            or :func:`to_flax`; an nnx module's pure dict ``nnx.to_pure_dict(state)``;
+            bfloat16 arrays are read as float32), a bound linen module
+            (``module.bind(variables)``), or an nnx module: unirnn's own modules (their
+            spec is used), Flax's ``LSTMCell``/``OptimizedLSTMCell``/``GRUCell``/
+            ``SimpleCell`` (linen or nnx), or Flax's ``nn.RNN``/``nnx.RNN`` layer around
+            one of these (``reverse=True`` is refused: the spec has no direction).
         cell: which Flax cell the tree belongs to; ``None`` detects it from the keys
             (unirnn's layer, or one of Flax's cells). linen's ``LSTMCell`` and
             ``OptimizedLSTMCell`` share one layout.
