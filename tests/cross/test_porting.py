@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import oracle
 import pytest
-from support import framework, max_rel_error
+from support import framework, max_rel_error, nonzero_weights
 
 import unirnn
 
@@ -160,3 +160,22 @@ def test_unreadable_source_is_named():
         unirnn.port(42, to="torch")
     with pytest.raises(ValueError, match="unknown target 'caffe'"):
         unirnn.port((unirnn.gru(2, 3), unirnn.init_weights(unirnn.gru(2, 3))), to="caffe")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [unirnn.gru(3, 4, activations={"z": "gelu"}, bidirectional=True),
+     unirnn.lstm(3, 4, bias=False, num_layers=2)],
+    ids=["gru-gelu-z-bidir", "lstm-nobias-2layer"],
+)
+def test_chained_port_torch_keras_flax_torch_is_bit_identical(spec):
+    """port() objects chain: torch -> keras -> flax -> torch gives back the very tensors
+    (no bias folding happens for these specs)."""
+    torch = framework("torch")
+    start = unirnn.build(spec, backend="torch", weights=nonzero_weights(spec))
+    back = unirnn.port(unirnn.port(unirnn.port(start, to="keras"), to="flax"), to="torch")
+    assert back.spec == spec
+    want, got = start.state_dict(), back.state_dict()
+    assert set(want) == set(got)
+    for name in want:
+        assert torch.equal(got[name], want[name]), name

@@ -250,3 +250,20 @@ def test_import_unirnn_nnx_pure_dict():
     assert spec2 == spec
     for name in weights:
         np.testing.assert_array_equal(weights2[name], weights[name])
+
+
+def test_reads_unbound_module_with_weights_and_carried_spec():
+    """port()'s unbound module chains into the next port, and a tree that carries its spec
+    (as unirnn's msgpack files do) reads back as that spec, a custom cell included."""
+    spec = unirnn.gru(3, 4, activations={"z": "gelu"}, reset="before")
+    weights = nonzero_weights(spec)
+    module = unirnn.build(spec, backend="flax", weights=weights)
+    read_spec, read = unirnn.from_flax(module)
+    assert read_spec == spec
+    for name in weights:
+        np.testing.assert_array_equal(read[name], weights[name])
+    tree = {**unirnn.to_flax(spec, weights),
+            "unirnn": {"spec": np.frombuffer(spec.to_json().encode(), np.uint8)}}
+    assert unirnn.from_flax(tree)[0] == spec
+    with pytest.raises(ValueError, match="different spec"):
+        unirnn.from_flax(tree, spec=unirnn.gru(3, 4))

@@ -239,6 +239,12 @@ def _refuse_reversed(obj: Any) -> None:
         )
 
 
+def _same_spec(given: Spec | None, held: Spec) -> None:
+    if given is not None and given != held:
+        raise ValueError(f"spec: the source holds {held.describe()}; received a different "
+                         f"spec={given.describe()}")
+
+
 def _unwrap(obj: Any, cell: str | None, spec: Spec | None
             ) -> tuple[dict[str, Any], str | None, Spec | None, dict[str, str] | None]:
     """(params dict, cell kind, spec, activations read off a Flax cell object)."""
@@ -381,6 +387,21 @@ def from_flax(obj: Any, cell: str | None = None, spec: Spec | None = None
         >>> spec2 == spec, all((w2[k] == w[k]).all() for k in w)
         (True, True)
     """
+    if isinstance(obj, Mapping):
+        from .port import flax_carried_spec
+
+        obj, carried = flax_carried_spec(obj)  # a file's "unirnn" entry: the spec it holds
+        if carried is not None:
+            _same_spec(spec, carried)
+            spec = carried
+    if getattr(obj, "scope", True) is None and getattr(obj, "weights", None) is not None:
+        # an unbound unirnn linen module, as build()/port() return it: its weights are the
+        # canonical ones it initialises its parameters from
+        from ..backends.flax import UniRNN
+
+        if isinstance(obj, UniRNN) and obj.weights is not None:
+            _same_spec(spec, obj.spec)
+            return obj.spec, check_weights(obj.spec, obj.weights)
     tree, cell, spec, activations = _unwrap(obj, cell, spec)
     if cell is None:
         cell = _detect_cell(tree)
