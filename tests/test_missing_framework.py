@@ -89,3 +89,14 @@ def test_numpy_still_works_without_frameworks(tmp_path):
     result = _run(code, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 2, 4)"
+
+
+def test_a_folder_named_like_a_framework_is_not_the_framework(tmp_path, monkeypatch):
+    """tests/torch on sys.path (pytest's pythonpath) is a namespace package, not torch."""
+    from unirnn.backends import framework_installed
+
+    (tmp_path / "unirnn_fake_framework").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert not framework_installed("unirnn_fake_framework")
+    assert framework_installed("numpy")
+    assert not framework_installed("unirnn_no_such_framework")

@@ -25,6 +25,7 @@ import numpy as np
 from ._evaluation import Evaluation
 from ._spec import Spec, gru, lstm, rnn
 from ._weights import Weights, check_weights, weight_shapes
+from .backends import framework_installed
 from .backends import numpy as numpy_backend
 
 __all__ = [
@@ -177,7 +178,7 @@ def _evaluate(module: str, case: Case, dtype: str, **options: Any) -> Evaluation
 
 
 def _installed(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
+    return framework_installed(name)
 
 
 def _in_process_targets() -> list[tuple[str, str, str, dict[str, Any]]]:

@@ -14,7 +14,6 @@ and 4.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 import time
@@ -27,7 +26,7 @@ from ._check import format_rows, make_case, run_check
 from ._file import load, save_file
 from ._spec import Spec, gru, lstm
 from ._weights import Weights, init_weights
-from .backends import build, explain
+from .backends import build, explain, framework_installed
 
 __all__ = ["run_demo"]
 
@@ -35,7 +34,7 @@ STEPS = 120
 
 
 def _installed(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
+    return framework_installed(name)
 
 
 def _task(rng: np.random.Generator, batch: int, steps: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from . import __version__
 from ._file import load
 from ._spec import Spec
 from ._weights import Weights
-from .backends import build
+from .backends import build, framework_installed
 from .porting.port import FILE_FORMATS, file_format_of
 
 __all__ = ["main"]
@@ -42,13 +42,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _installed_backends() -> list[str]:
-    import importlib.util
-
     from .backends import BACKENDS
 
     return [
         name for name, info in BACKENDS.items()
-        if info.framework is None or importlib.util.find_spec(info.framework) is not None
+        if info.framework is None or framework_installed(info.framework)
     ]
 
 
@@ -213,15 +211,14 @@ def _probe(spec: Spec, weights: Weights, path: Path, fmt: str, given: Spec | Non
 
 def _prepare_frameworks() -> None:
     """float64 for JAX (checks run in float64), quiet TensorFlow, a Keras backend present."""
-    import importlib.util
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "KERAS_BACKEND" not in os.environ and importlib.util.find_spec("tensorflow") is None:
+    if "KERAS_BACKEND" not in os.environ and not framework_installed("tensorflow"):
         for name in ("jax", "torch"):
-            if importlib.util.find_spec(name) is not None:
+            if framework_installed(name):
                 os.environ["KERAS_BACKEND"] = name
                 break
-    if importlib.util.find_spec("jax") is not None:
+    if framework_installed("jax"):
         import jax
 
         jax.config.update("jax_enable_x64", True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from .._spec import Spec
 
-__all__ = ["BACKENDS", "backend_module", "build", "explain"]
+__all__ = ["BACKENDS", "backend_module", "build", "explain", "framework_installed"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,19 @@ BACKENDS: Mapping[str, BackendInfo] = {
 }
 
 
+def framework_installed(name: str) -> bool:
+    """Whether the framework ``name`` can be imported, without importing it.
+
+    A namespace package does not count: a folder named like a framework on ``sys.path``
+    (``tests/torch`` when ``tests`` is on the path) is not the framework.
+    """
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin is not None
+
+
 def backend_module(backend: str) -> ModuleType:
     """Import a backend's module, with a clear error when it or its framework is missing."""
     try:
@@ -41,7 +54,7 @@ def backend_module(backend: str) -> ModuleType:
         raise ValueError(
             f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}"
         ) from None
-    if info.framework is not None and importlib.util.find_spec(info.framework) is None:
+    if info.framework is not None and not framework_installed(info.framework):
         raise ImportError(
             f"backend {backend!r} needs {info.framework}, which is not installed; "
             f"install it with: pip install 'unirnn[{info.extra}]'"
