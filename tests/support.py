@@ -64,3 +64,16 @@ def nonzero_weights(spec, seed=0, scale=0.6):
             for name, shape in unirnn.weight_shapes(spec).items()
         }
     )
+
+
+def run_keras_python(code, keras_backend, cwd):
+    """Run ``code`` in a fresh Python process with Keras on ``keras_backend``; its stdout."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": keras_backend, "JAX_ENABLE_X64": "1",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, cwd=cwd, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
