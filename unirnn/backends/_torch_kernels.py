@@ -135,7 +135,8 @@ def project_inputs(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     output), elsewhere ``F.linear``.
     """
     if x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32 \
-            or not _ONEDNN["available"] or torch.compiler.is_compiling():
+            or not _ONEDNN["available"] or torch.compiler.is_compiling() \
+            or torch._C._are_functorch_transforms_active():
         return F.linear(x, w, b)
     rows = x.reshape(-1, x.shape[-1])
     try:
