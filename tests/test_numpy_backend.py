@@ -103,18 +103,18 @@ def test_bad_dtype():
         unirnn.build(unirnn.rnn(2, 2), backend="numpy", dtype=np.int32)
 
 
-@pytest.mark.parametrize(("layout", "no_steps", "no_batch"), [
-    ("(N, T, I)", (2, 0, 3), (0, 2, 3)),
-    ("(T, N, I)", (0, 2, 3), (2, 0, 3)),
+@pytest.mark.parametrize(("layout", "time_axis", "no_steps", "no_batch"), [
+    ("(N, T, I)", 1, (2, 0, 3), (0, 2, 3)),
+    ("(T, N, I)", 0, (0, 2, 3), (2, 0, 3)),
     # torch's unbatched (T, I) input, checked with a unit batch axis in front: (1, T, I)
-    ("(T, I) or (T, N, I)", (1, 0, 3), None),
-    ("(T, I) or (N, T, I)", (1, 0, 3), None),
+    ("(T, I) or (T, N, I)", 1, (1, 0, 3), None),
+    ("(T, I) or (N, T, I)", 1, (1, 0, 3), None),
 ])
-def test_time_axis_follows_the_layout(layout, no_steps, no_batch):
+def test_time_axis_is_checked(layout, time_axis, no_steps, no_batch):
     from unirnn._checks import check_input_shape
 
     spec = unirnn.gru(3, 4)
     with pytest.raises(ValueError, match=rf"in {re.escape(layout)}; received T=0 "):
-        check_input_shape(spec, no_steps, layout)
+        check_input_shape(spec, no_steps, layout, time_axis)
     if no_batch is not None:  # an empty batch is not an empty sequence
-        check_input_shape(spec, no_batch, layout)
+        check_input_shape(spec, no_batch, layout, time_axis)

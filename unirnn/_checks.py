@@ -6,7 +6,6 @@ These take plain shapes and numpy arrays, so each backend calls them with
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -16,11 +15,11 @@ from ._spec import Spec
 __all__ = ["check_input_shape", "check_lengths", "check_state_shape", "state_shapes"]
 
 
-def check_input_shape(spec: Spec, shape: tuple[int, ...], layout: str = "(N, T, I)") -> None:
-    """Rank 3, the feature size ``I`` last and at least one time step.
+def check_input_shape(spec: Spec, shape: tuple[int, ...], layout: str = "(N, T, I)",
+                      time_axis: int = 1) -> None:
+    """Rank 3, the feature size ``I`` last and at least one time step (axis ``time_axis``).
 
-    ``layout`` is how the caller names the axes, e.g. ``"(N, T, I)"`` or ``"(T, N, I)"``;
-    the ``T`` in it says which axis holds the time steps.
+    ``layout`` is how the caller names the axes in messages, e.g. ``"(T, N, I)"``.
     """
     if len(shape) != 3:
         raise ValueError(
@@ -32,26 +31,12 @@ def check_input_shape(spec: Spec, shape: tuple[int, ...], layout: str = "(N, T, 
             f"input: expected {spec.input_size} features in the last axis of {layout}; "
             f"received shape {shape}"
         )
-    steps = shape[_time_axis(layout)]
+    steps = shape[time_axis]
     if steps < 1:
         raise ValueError(
             f"input: expected at least one time step (T >= 1) in {layout}; received T={steps} "
             f"(shape {shape})"
         )
-
-
-def _time_axis(layout: str) -> int:
-    """The axis of ``T`` in the rank-3 shape checked against ``layout``.
-
-    ``"(T, I) or (T, N, I)"`` is how the torch module names unbatched input, which it
-    checks as ``(1, T, I)``: a unit batch axis in front, so ``T`` is axis 1.
-    """
-    groups = [[axis.strip() for axis in group.split(",")]
-              for group in re.findall(r"\(([^()]*)\)", layout)]
-    if len(groups) > 1 and groups[0] == ["T", "I"]:
-        return 1
-    axes = groups[-1] if groups else []
-    return axes.index("T") if len(axes) == 3 and "T" in axes else 1
 
 
 def check_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray:

@@ -305,7 +305,8 @@ def apply_stack(
     """
     if reverse and spec.bidirectional:
         raise ValueError("reverse: expected a unidirectional spec; received bidirectional=True")
-    check_input_shape(spec, tuple(inputs.shape), "(T, N, I)" if time_major else "(N, T, I)")
+    check_input_shape(spec, tuple(inputs.shape), "(T, N, I)" if time_major else "(N, T, I)",
+                      time_axis=0 if time_major else 1)
     x = inputs if time_major else jnp.swapaxes(inputs, 0, 1)
     steps, batch = x.shape[:2]
     lengths = _concrete_lengths(seq_lengths, batch, steps)

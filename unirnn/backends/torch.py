@@ -318,7 +318,8 @@ class TorchRNN(nn.Module):
                 hx = tuple(s.unsqueeze(1) for s in hx) if isinstance(hx, (tuple, list)) else (
                     hx.unsqueeze(1))
         else:
-            check_input_shape(spec, tuple(input.shape), layout)
+            check_input_shape(spec, tuple(input.shape), layout,
+                              time_axis=1 if self.batch_first else 0)
         time_major = input.transpose(0, 1) if self.batch_first else input
         steps, batch = time_major.shape[:2]
         states = self._initial_state(hx, batch, input)
