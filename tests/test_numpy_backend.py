@@ -111,7 +111,7 @@ def test_bad_dtype():
     ("(T, I) or (N, T, I)", 1, (1, 0, 3), None),
 ])
 def test_time_axis_is_checked(layout, time_axis, no_steps, no_batch):
-    from unirnn._checks import check_input_shape
+    from unirnn._inputs import check_input_shape
 
     spec = unirnn.gru(3, 4)
     with pytest.raises(ValueError, match=rf"in {re.escape(layout)}; received T=0 "):

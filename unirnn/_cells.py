@@ -1,9 +1,16 @@
 """Cell math, written once per family against a small ops protocol.
 
 A backend provides :class:`Ops` (a few lines over its array library) and owns the time
-loop: it projects the whole input once (``xp = x @ w_x.T + b_x``, all steps in one GEMM),
-calls :meth:`Cell.prepare` once per layer and direction, then :meth:`Cell.step` per time
-step. The carry is always a tuple: ``(h,)`` for rnn and gru, ``(h, c)`` for lstm.
+loop of one layer and direction (the stack around it is :mod:`unirnn._stack`): it
+projects the whole input once (``xp = x @ w_x.T + b_x``, all steps in one GEMM), calls
+:meth:`Cell.prepare` once per layer and direction, then :meth:`Cell.step` per time step.
+The carry is always a tuple: ``(h,)`` for rnn and gru, ``(h, c)`` for lstm.
+
+A cell declares what backends need to know of it without reading its step:
+:meth:`Cell.recurrent_weights` (the prepared parameters multiplied by the state at every
+step, each with its bias: what a backend may pre-pack for its step GEMM) and
+:func:`folded_bias_rows` (how much of ``b_h`` may be added into ``b_x`` without changing
+the outputs: what one-bias layouts and hoisted projections may fold).
 
 The equations are those of :class:`unirnn.Spec` (DESIGN.md, "Cell semantics").
 """
@@ -15,7 +22,7 @@ from typing import Any, Protocol
 
 from ._spec import Spec
 
-__all__ = ["Cell", "Ops", "make_cell"]
+__all__ = ["Cell", "Ops", "folded_bias_rows", "make_cell"]
 
 Array = Any
 """The backend's array type (numpy array, torch tensor, jax array, Keras tensor)."""
@@ -29,6 +36,12 @@ class Ops(Protocol):
 
     def linear(self, x: Array, w: Array, b: Array | None) -> Array:
         """``x @ w.T (+ b)`` with ``w`` in canonical ``(out, in)`` layout."""
+        ...
+
+    def recurrent(self, name: str, x: Array, w: Array, b: Array | None) -> Array:
+        """The step GEMM of the recurrent weight ``name`` (a key of
+        :meth:`Cell.recurrent_weights`): ``linear(x, w, b)``, which a backend may run on a
+        weight it laid out once per scan."""
         ...
 
     def split(self, x: Array, sections: int) -> list[Array]:
@@ -62,6 +75,15 @@ class Cell:
         """Per layer and direction, once: the step's parameters (``w_h``, ``b_h``, ...)."""
         return {"w_h": params["w_h"], "b_h": params.get("b_h")}
 
+    def recurrent_weights(self) -> dict[str, str | None]:
+        """The prepared parameters the step multiplies by the state, each with the key of
+        its bias (``None``: no bias), e.g. ``{"w_h": "b_h"}``."""
+        return {"w_h": "b_h"}
+
+    def _recurrent(self, p: Mapping[str, Any], name: str, x: Array) -> Array:
+        bias = self.recurrent_weights()[name]
+        return self.ops.recurrent(name, x, p[name], None if bias is None else p[bias])
+
     def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
         """One time step: ``xp`` is this step's projected input ``W_x x_t + b_x``."""
         raise NotImplementedError
@@ -69,7 +91,7 @@ class Cell:
 
 class RNNCell(Cell):
     def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
-        h = self.act["h"](xp + self.ops.linear(carry[0], p["w_h"], p["b_h"]))
+        h = self.act["h"](xp + self._recurrent(p, "w_h", carry[0]))
         return (h,), h
 
 
@@ -88,20 +110,25 @@ class GRUCell(Cell):
             "b_hn": None if b_h is None else b_h[2 * H :],
         }
 
+    def recurrent_weights(self) -> dict[str, str | None]:
+        if self.spec.reset == "after":
+            return {"w_h": "b_h"}
+        return {"w_hrz": "b_hrz", "w_hn": "b_hn"}
+
     def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
         ops, act = self.ops, self.act
         (h,) = carry
         x_r, x_z, x_n = ops.split(xp, 3)
         if self.spec.reset == "after":
-            h_r, h_z, h_n = ops.split(ops.linear(h, p["w_h"], p["b_h"]), 3)
+            h_r, h_z, h_n = ops.split(self._recurrent(p, "w_h", h), 3)
             r = act["r"](x_r + h_r)
             z = act["z"](x_z + h_z)
             n = act["n"](x_n + r * h_n)
         else:
-            h_r, h_z = ops.split(ops.linear(h, p["w_hrz"], p["b_hrz"]), 2)
+            h_r, h_z = ops.split(self._recurrent(p, "w_hrz", h), 2)
             r = act["r"](x_r + h_r)
             z = act["z"](x_z + h_z)
-            n = act["n"](x_n + ops.linear(r * h, p["w_hn"], p["b_hn"]))
+            n = act["n"](x_n + self._recurrent(p, "w_hn", r * h))
         if self.spec.update == "old":
             h = z * h + (1 - z) * n
         else:
@@ -118,10 +145,13 @@ class LSTMCell(Cell):
             prepared["w_r"] = params["w_r"]
         return prepared
 
+    def recurrent_weights(self) -> dict[str, str | None]:
+        return {"w_h": "b_h", "w_r": None} if self.spec.proj_size else {"w_h": "b_h"}
+
     def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
         ops, act, spec = self.ops, self.act, self.spec
         h, c = carry
-        a_i, a_f, a_g, a_o = ops.split(xp + ops.linear(h, p["w_h"], p["b_h"]), 4)
+        a_i, a_f, a_g, a_o = ops.split(xp + self._recurrent(p, "w_h", h), 4)
         if spec.peepholes:
             a_i = a_i + p["p_i"] * c
             a_f = a_f + p["p_f"] * c
@@ -132,11 +162,24 @@ class LSTMCell(Cell):
             a_o = a_o + p["p_o"] * c
         h = act["o"](a_o) * act["c"](c)
         if spec.proj_size:
-            h = ops.linear(h, p["w_r"], None)
+            h = self._recurrent(p, "w_r", h)
         return (h, c), h
 
 
 _CELLS: dict[str, type[Cell]] = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
+
+
+def folded_bias_rows(spec: Spec) -> int:
+    """How many leading rows of ``b_h`` may be added into ``b_x`` without changing outputs.
+
+    ``b_h`` adds to a gate's pre-activation unchanged, and so folds, everywhere except
+    GRU's ``b_hn`` under reset "after", where it is multiplied by ``r``
+    (``n = act(W_xn x + b_xn + r * (W_hn h + b_hn))``): rnn and lstm ``G*H`` (all), gru
+    reset "before" ``3H`` (all), gru reset "after" ``2H`` (``b_hr``, ``b_hz``).
+    """
+    if spec.family == "gru" and spec.reset == "after":
+        return 2 * spec.hidden_size
+    return spec.num_gates * spec.hidden_size
 
 
 def make_cell(spec: Spec, ops: Ops) -> Cell:

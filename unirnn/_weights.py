@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterator, Mapping
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -56,46 +55,6 @@ def weight_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
         for layer in range(spec.num_layers)
         for direction in spec.directions
         for tensor, shape in layer_shapes(spec, spec.layer_input_size(layer)).items()
-    }
-
-
-KERNEL_LAYOUT: Mapping[str, tuple[str, bool]] = MappingProxyType({
-    "w_x": ("input_kernel", True),
-    "w_h": ("recurrent_kernel", True),
-    "b_x": ("input_bias", False),
-    "b_h": ("recurrent_bias", False),
-    "p": ("peepholes", False),
-    "w_r": ("projection_kernel", True),
-})
-"""The ``(in, out)`` layout of unirnn's Keras and Flax cells, one layer and direction:
-canonical short name -> (parameter name, stored transposed). So ``input_kernel`` is
-``w_x.T`` ``(I_k, G*H)``, ``recurrent_kernel`` is ``w_h.T`` ``(P, G*H)``,
-``projection_kernel`` is ``w_r.T`` ``(H, P)``; biases and peepholes are as they are."""
-
-
-def kernel_layout_shapes(spec: Spec, input_size: int) -> dict[str, tuple[int, ...]]:
-    """Parameter name -> shape in :data:`KERNEL_LAYOUT` for one layer and direction."""
-    return {
-        KERNEL_LAYOUT[short][0]: shape[::-1] if KERNEL_LAYOUT[short][1] else shape
-        for short, shape in layer_shapes(spec, input_size).items()
-    }
-
-
-def to_kernel_layout(layer_weights: Mapping[str, Any]) -> dict[str, Any]:
-    """Canonical short names -> :data:`KERNEL_LAYOUT` (any array type with ``.T``)."""
-    return {
-        name: layer_weights[short].T if transposed else layer_weights[short]
-        for short, (name, transposed) in KERNEL_LAYOUT.items()
-        if short in layer_weights
-    }
-
-
-def from_kernel_layout(tensors: Mapping[str, Any]) -> dict[str, Any]:
-    """The inverse of :func:`to_kernel_layout`."""
-    return {
-        short: tensors[name].T if transposed else tensors[name]
-        for short, (name, transposed) in KERNEL_LAYOUT.items()
-        if name in tensors
     }
 
 

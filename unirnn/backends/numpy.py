@@ -1,7 +1,7 @@
 """The numpy backend: a float32/float64 inference executor that needs no framework.
 
-It is also the reference every other backend is compared with in float64 (itself
-checked against the independent oracle in tests/).
+``unirnn check`` compares every other backend with it in float64; the tests judge it, and
+every backend, against the independent oracle in tests/.
 """
 
 from __future__ import annotations
@@ -14,12 +14,16 @@ from numpy.typing import DTypeLike
 
 from .._activations import NUMPY_ACTIVATIONS, resolve_activation
 from .._cells import Cell, make_cell
-from .._checks import check_input_shape, check_lengths, check_state_shape, state_shapes
 from .._evaluation import Evaluation
+from .._inputs import check_input_shape, check_lengths, check_stacked_state, state_shapes
 from .._spec import Spec
+from .._stack import Carry, run_stack, stack_rows, unstack_rows
 from .._weights import Weights, check_weights, init_weights
 
-__all__ = ["NumpyOps", "NumpyRNN", "build", "evaluate", "reverse_padded"]
+__all__ = ["KERNELS", "NumpyOps", "NumpyRNN", "build", "evaluate"]
+
+KERNELS = ("numpy-loop",)
+"""The paths this backend runs (:class:`NumpyRNN` ``.kernel``)."""
 
 
 class NumpyOps:
@@ -32,25 +36,34 @@ class NumpyOps:
     def split(self, x: np.ndarray, sections: int) -> list[np.ndarray]:
         return np.split(x, sections, axis=-1)
 
+    def recurrent(self, name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray | None
+                  ) -> np.ndarray:
+        return self.linear(x, w, b)
+
     def clip(self, x: np.ndarray, bound: float) -> np.ndarray:
         return np.clip(x, -bound, bound)
 
     def activation(self, name: str) -> Callable[[np.ndarray], np.ndarray]:
         return resolve_activation(name, "numpy", NUMPY_ACTIVATIONS)
 
+    # the stack runner's ops (unirnn._stack.StackOps), time axis 0
+    def concat(self, xs: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(xs, axis=-1)
 
-def reverse_padded(x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
-    """Reverse ``x`` (N, T, ...) along time within each sequence's first ``lengths[n]`` steps.
+    def stack(self, xs: list[np.ndarray]) -> np.ndarray:
+        return np.stack(xs)
 
-    Padded steps stay where they are, so the backward direction sees the valid steps
-    reversed, as PackedSequence and ONNX ``sequence_lens`` define it.
-    """
-    if lengths is None:
-        return x[:, ::-1]
-    steps = x.shape[1]
-    t = np.arange(steps)[None, :]
-    index = np.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
-    return np.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
+    def flip_time(self, x: np.ndarray) -> np.ndarray:
+        return x[::-1]
+
+    def take_time(self, x: np.ndarray, index: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=0)
+
+    def positions(self, steps: int, like: np.ndarray) -> np.ndarray:
+        return np.arange(steps)[:, None]
+
+    def where(self, condition: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(condition, a, b)
 
 
 class NumpyRNN:
@@ -81,7 +94,8 @@ class NumpyRNN:
         self.spec = spec
         weights = init_weights(spec, dtype=self.dtype) if weights is None else weights
         self.weights: Weights = check_weights(spec, weights).astype(self.dtype)
-        self.cell: Cell = make_cell(spec, NumpyOps())
+        self.ops = NumpyOps()
+        self.cell: Cell = make_cell(spec, self.ops)
         self._params = {
             (layer, direction): self.weights.layer(layer, direction)
             for layer in range(spec.num_layers)
@@ -119,70 +133,32 @@ class NumpyRNN:
         x = x.astype(self.dtype, copy=False)
         batch, steps = x.shape[:2]
         lens = None if lengths is None else check_lengths(lengths, batch, steps)
-        mask = None if lens is None else (np.arange(steps)[None, :] < lens[:, None])
-        states = self._initial_state(initial_state, batch)
-
-        finals: list[tuple[np.ndarray, ...]] = []
-        layer_input = x
-        for layer in range(spec.num_layers):
-            outputs = []
-            for d, direction in enumerate(spec.directions):
-                row = layer * spec.num_directions + d
-                carry = tuple(s[row] for s in states)
-                out, carry = self._run_direction(
-                    layer_input, layer, direction, carry, mask, lens
-                )
-                outputs.append(out)
-                finals.append(carry)
-            layer_input = np.concatenate(outputs, axis=-1) if len(outputs) > 1 else outputs[0]
-        final = tuple(np.stack([f[i] for f in finals]) for i in range(len(states)))
-        return layer_input, (final if spec.family == "lstm" else final[0])
-
-    def _initial_state(self, initial_state: Any, batch: int) -> tuple[np.ndarray, ...]:
-        shapes = state_shapes(self.spec, batch)
         if initial_state is None:
-            return tuple(np.zeros(s, self.dtype) for s in shapes)
-        given = initial_state if self.spec.family == "lstm" else (initial_state,)
-        if self.spec.family == "lstm" and (
-            not isinstance(given, (tuple, list)) or len(given) != 2
-        ):
-            raise ValueError(
-                f"initial state: an lstm takes a pair (h0, c0); received {type(given).__name__}"
-            )
-        arrays = tuple(np.asarray(s, dtype=self.dtype) for s in given)
-        for name, array, shape in zip(("h0", "c0"), arrays, shapes):
-            check_state_shape(self.spec, name, array.shape, shape)
-        return arrays
+            states = tuple(np.zeros(s, self.dtype) for s in state_shapes(spec, batch))
+        else:
+            states = tuple(np.asarray(s, dtype=self.dtype)
+                           for s in check_stacked_state(spec, initial_state, batch))
+        outputs, finals = run_stack(spec, self.ops, self._scan, x.transpose(1, 0, 2),
+                                    unstack_rows(states), lengths=lens)
+        final = stack_rows(self.ops, finals)
+        return outputs.transpose(1, 0, 2), (final if spec.family == "lstm" else final[0])
 
-    def _run_direction(
-        self,
-        x: np.ndarray,
-        layer: int,
-        direction: str,
-        carry: tuple[np.ndarray, ...],
-        mask: np.ndarray | None,
-        lengths: np.ndarray | None,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    def _scan(self, layer: int, direction: str, x: np.ndarray, carry: Carry,
+              valid: np.ndarray | None) -> tuple[np.ndarray, Carry]:
+        """One layer and direction over time-major ``x`` (:class:`unirnn._stack.Scan`)."""
         params = self._params[layer, direction]
         prepared = self._prepared[layer, direction]
-        backward = direction == "backward"
-        if backward:
-            x = reverse_padded(x, lengths)
-        xp = self.cell.ops.linear(x, params["w_x"], params.get("b_x"))  # all steps, one GEMM
+        xp = self.ops.linear(x, params["w_x"], params.get("b_x"))  # all steps, one GEMM
         outputs = []
-        for t in range(x.shape[1]):
-            new_carry, y = self.cell.step(prepared, xp[:, t], carry)
-            if mask is None:
+        for t in range(x.shape[0]):
+            new_carry, y = self.cell.step(prepared, xp[t], carry)
+            if valid is None:
                 carry = new_carry
             else:
-                valid = mask[:, t, None]
-                carry = tuple(np.where(valid, n, o) for n, o in zip(new_carry, carry))
-                y = np.where(valid, y, 0)
+                carry = tuple(np.where(valid[t], n, o) for n, o in zip(new_carry, carry))
+                y = np.where(valid[t], y, 0)
             outputs.append(y)
-        out = np.stack(outputs, axis=1).astype(self.dtype, copy=False)
-        if backward:
-            out = reverse_padded(out, lengths)
-        return out, carry
+        return np.stack(outputs).astype(self.dtype, copy=False), carry
 
 
 def evaluate(

@@ -1,0 +1,57 @@
+"""Every fact about an external weight layout, numpy only: one module per layout.
+
+- :mod:`unirnn.layouts.kernels`: unirnn's own ``(in, out)`` cell kernels (Keras and Flax
+  custom cells).
+- :mod:`unirnn.layouts.torch`: ``nn.RNN``/``nn.LSTM``/``nn.GRU`` and their state dicts.
+- :mod:`unirnn.layouts.keras`: Keras 3's ``SimpleRNN``/``LSTM``/``GRU``.
+- :mod:`unirnn.layouts.flax`: Flax's ``LSTMCell``/``OptimizedLSTMCell``/``GRUCell``/
+  ``SimpleCell`` trees and unirnn's Flax layer tree.
+
+Each module has the same small surface, read by the backends, by porting and by error
+messages alike: the framework's tensor names and shapes; canonical weights to and from
+them; ``native_problem(spec) -> str | None`` (why the framework's own layer cannot
+compute ``spec``, or ``None``); spec inference from tensor shapes; the bias-folding rule
+(from the cell's declaration, :func:`unirnn._cells.folded_bias_rows`); and the key under
+which that framework's files carry the spec. No module here imports a framework
+(``tests/test_no_framework_import.py`` proves it).
+"""
+
+from __future__ import annotations
+
+from .._spec import Spec
+
+__all__ = ["GATES", "SPEC_KEY", "family_from_gates"]
+
+SPEC_KEY = "unirnn.spec"
+"""The key under which a framework's file carries the spec's JSON, where the file has
+string-keyed metadata: a torch state dict's ``_metadata[""]``, a Keras weights file's HDF5
+root attributes. (``.safetensors`` and Flax trees carry it in their own places:
+:mod:`unirnn._file`, :data:`unirnn.layouts.flax.SPEC_ENTRY`.)"""
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+"""Gate count per family: the row blocks of ``w_x``/``w_h``."""
+
+
+def family_from_gates(rows: int, hidden: int, what: str) -> str:
+    """The family whose ``G*H`` rows (or columns) ``rows`` are, for hidden size ``hidden``.
+
+    Raises:
+        ValueError: ``rows`` is not 1, 3 or 4 times ``hidden``; ``what`` names the tensor.
+    """
+    for family, gates in GATES.items():
+        if hidden > 0 and rows == gates * hidden:
+            return family
+    raise ValueError(
+        f"{what}: expected {', '.join(f'{g}*H ({f})' for f, g in GATES.items())} gate rows "
+        f"for hidden size H={hidden}; received {rows}"
+    )
+
+
+def same_spec(given: Spec | None, held: Spec, where: str) -> Spec:
+    """``held`` (the spec a source holds or carries), after checking a given one against it."""
+    if given is not None and given != held:
+        raise ValueError(
+            f"spec: {where} holds {held.to_json()}; received a different spec "
+            f"{given.to_json()}. Leave spec (--spec) out to use the source's own"
+        )
+    return held
