@@ -22,9 +22,11 @@ import unirnn
 torch = framework("torch")
 torch_backend = importlib.import_module("unirnn.backends.torch")
 kernels = importlib.import_module("unirnn.backends._torch_kernels")
+cells = importlib.import_module("unirnn._cells")
+torch_layout = importlib.import_module("unirnn.layouts.torch")
 
 CUSTOM = {name: spec for name, spec in SPECS.items()
-          if torch_backend.native_kernel(spec) is None}
+          if torch_layout.native_problem(spec) is not None}
 CUSTOM["lstm-relu-wide"] = unirnn.lstm(24, 40, activation="relu", num_layers=2)
 CUSTOM["gru-before-wide"] = unirnn.gru(24, 40, reset="before", bidirectional=True)
 
@@ -34,16 +36,32 @@ needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
 
 @pytest.fixture
 def onednn_calls(monkeypatch):
-    """Count the oneDNN GEMMs the custom path issues."""
+    """The oneDNN GEMMs the custom path issues: ``(rows, packed)`` per call, ``packed``
+    true for a weight reordered once per scan (the recurrent GEMMs)."""
     calls = []
-    real = kernels._onednn_linear
+    packed_ids = set()
+    real_pack, real_linear = kernels._onednn_pack, kernels._onednn_linear
 
-    def counting(*args):
-        calls.append(args[0].shape)
-        return real(*args)
+    def packing(w, batch):
+        packed = real_pack(w, batch)
+        if packed is not None:
+            packed_ids.add(id(packed))
+        return packed
 
+    def counting(x, w, *args):
+        calls.append((x.shape[0], id(w) in packed_ids))
+        return real_linear(x, w, *args)
+
+    monkeypatch.setattr(kernels, "_onednn_pack", packing)
     monkeypatch.setattr(kernels, "_onednn_linear", counting)
     return calls
+
+
+def _recurrent_gemms(spec, steps):
+    """Step GEMMs a run must issue: one per step, layer, direction and recurrent weight
+    the cell declares."""
+    cell = cells.make_cell(spec, torch_backend.TorchOps())
+    return steps * spec.num_layers * spec.num_directions * len(cell.recurrent_weights())
 
 
 @needs_onednn
@@ -61,7 +79,15 @@ def test_float32_matches_oracle_with_and_without_onednn(spec, enabled, onednn_ca
     assert max_rel_error(result.outputs, ref_out) <= TOL["float32"]
     for actual, expected in zip(result.state, ref_final):
         assert max_rel_error(actual, expected) <= TOL["float32"]
-    assert (len(onednn_calls) > 0) == enabled
+    recurrent = [rows for rows, packed in onednn_calls if packed]
+    projections = [rows for rows, packed in onednn_calls if not packed]
+    if enabled:
+        # every step's recurrent GEMM on a packed weight, with the state's N rows; the
+        # input projections (T*N rows) alone must not satisfy this
+        assert recurrent == [x.shape[0]] * _recurrent_gemms(spec, x.shape[1])
+        assert len(projections) == spec.num_layers * spec.num_directions
+    else:
+        assert onednn_calls == []
 
 
 @needs_onednn
@@ -75,7 +101,8 @@ def test_float32_onednn_gradients_match_float64_path(spec, onednn_calls):
         (x.shape[0], x.shape[1], spec.num_directions * spec.output_size))
     fast = torch_backend.evaluate(spec, weights, x, initial_state=state, lengths=lengths,
                                   dtype="float32", cotangent=cot)
-    assert onednn_calls, "the float32 CPU path did not use oneDNN"
+    assert sum(packed for _, packed in onednn_calls) == _recurrent_gemms(spec, x.shape[1]), \
+        "the float32 CPU path did not run its recurrent GEMMs through oneDNN"
     exact = torch_backend.evaluate(spec, weights, x, initial_state=state, lengths=lengths,
                                    dtype="float64", cotangent=cot)
     assert set(fast.grads) == set(exact.grads) == {"x", *unirnn.weight_shapes(spec)}

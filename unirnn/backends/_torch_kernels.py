@@ -1,6 +1,7 @@
-"""Kernels of the torch backend's custom path: activations, ops and the hoisted weight gradient.
+"""Kernels of the torch backend's custom path: activations, ops, the per-direction scan.
 
-Private to :mod:`unirnn.backends.torch`; it imports torch.
+Private to :mod:`unirnn.backends.torch`; it imports torch. The stack around the scan
+(layers, directions, lengths, dropout) is :func:`unirnn._stack.run_stack`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._activations import resolve_activation
+from .._cells import Cell, make_cell
+from .._spec import Spec
 
-__all__ = ["TORCH_ACTIVATIONS", "TorchOps", "project_inputs"]
+__all__ = ["TORCH_ACTIVATIONS", "TorchOps", "project_inputs", "scan"]
 
 # -- activations -------------------------------------------------------------------------
 
@@ -53,6 +56,9 @@ class TorchOps:
     def linear(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         return F.linear(x, w, b)
 
+    def recurrent(self, name: str, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        return F.linear(x, w, b)
+
     def split(self, x: Tensor, sections: int) -> list[Tensor]:
         return list(torch.chunk(x, sections, dim=-1))
 
@@ -62,9 +68,24 @@ class TorchOps:
     def activation(self, name: str) -> Callable[[Tensor], Tensor]:
         return resolve_activation(name, "torch", TORCH_ACTIVATIONS)
 
+    # the stack runner's ops (unirnn._stack.StackOps), time axis 0
+    def concat(self, xs: list[Tensor]) -> Tensor:
+        return torch.cat(xs, dim=-1)
 
-# recurrent weight of a prepared cell -> its bias (None: no bias)
-_RECURRENT = {"w_h": "b_h", "w_hrz": "b_hrz", "w_hn": "b_hn", "w_r": None}
+    def stack(self, xs: list[Tensor]) -> Tensor:
+        return torch.stack(xs)
+
+    def flip_time(self, x: Tensor) -> Tensor:
+        return x.flip(0)
+
+    def take_time(self, x: Tensor, index: Tensor) -> Tensor:
+        return x.gather(0, index.reshape(*index.shape, *(1,) * (x.dim() - 2)).expand_as(x))
+
+    def positions(self, steps: int, like: Tensor) -> Tensor:
+        return torch.arange(steps, device=like.device)[:, None]
+
+    def where(self, condition: Tensor, a: Any, b: Any) -> Tensor:
+        return torch.where(condition, a, b)
 
 
 def _onednn_pack(w: Tensor, batch: int) -> Tensor | None:
@@ -240,29 +261,53 @@ class _Recurrent:
 class _ScanOps(TorchOps):
     """:class:`TorchOps` for one scan: each recurrent weight prepared once per scan.
 
-    For each recurrent weight of ``prepared`` (``w_h``, ``w_hrz``, ``w_hn``, ``w_r``) the
-    weight is detached and laid out for the step GEMM once (oneDNN-packed in float32 on
-    CPU, else transposed contiguous for ``addmm``). With ``defer_weight_grads`` (autograd
-    on), ``linear(x, w, b)`` at step ``t`` is ``x @ w.T + bias_t`` with ``bias_t`` from
+    For each recurrent weight the cell declares (:meth:`unirnn._cells.Cell.recurrent_weights`:
+    ``w_h``, or ``w_hrz`` and ``w_hn``, and ``w_r``) the weight is detached and laid out
+    for the step GEMM once (oneDNN-packed in float32 on CPU, else transposed contiguous
+    for ``addmm``). With ``defer_weight_grads`` (autograd on), ``recurrent(name, x, ...)``
+    at step ``t`` is ``x @ w.T + bias_t`` with ``bias_t`` from
     :class:`_WeightGradOverSteps`, so the weight gradient is one GEMM.
     """
 
-    def __init__(self, prepared: Mapping[str, Any], steps_batch: tuple[int, int],
+    def __init__(self, cell: Cell, prepared: Mapping[str, Any], steps_batch: tuple[int, int],
                  defer_weight_grads: bool) -> None:
-        self._recurrent: dict[int, _Recurrent] = {}
-        for wkey, bkey in _RECURRENT.items():
-            w = prepared.get(wkey)
-            if w is not None:
-                b = prepared.get(bkey) if bkey else None
-                self._recurrent[id(w)] = _Recurrent(w, b, steps_batch, defer_weight_grads)
+        self._recurrent = {
+            name: _Recurrent(prepared[name], None if bias is None else prepared[bias],
+                             steps_batch, defer_weight_grads)
+            for name, bias in cell.recurrent_weights().items()
+        }
 
-    def linear(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-        recurrent = self._recurrent.get(id(w))
-        return F.linear(x, w, b) if recurrent is None else recurrent(x)
+    def recurrent(self, name: str, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        return self._recurrent[name](x)
 
 
-def _reverse(x: Tensor, index: Tensor | None) -> Tensor:
-    """Reverse ``x`` ``(T, N, F)`` in time, within each sequence's length when indexed."""
-    if index is None:
-        return x.flip(0)
-    return x.gather(0, index.unsqueeze(-1).expand_as(x))
+def _plain_ops_only() -> bool:
+    """torch.compile traces the plain ops; torch.func transforms (grad, jacrev, hessian)
+    need them too: the scan ops' autograd Functions are first-order only."""
+    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+
+
+def scan(spec: Spec, cell: Cell, params: Mapping[str, Tensor], x: Tensor,
+         carry: tuple[Tensor, ...], valid: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One layer and direction over time-major ``x`` ``(T, N, I_k)`` (:class:`unirnn._stack.Scan`).
+
+    The input projection of all steps is one GEMM; each step one fused recurrent GEMM
+    (:class:`_ScanOps`) plus the cell's math; time slices come from ``unbind`` (indexing
+    ``x[t]`` makes torch's backward quadratic).
+    """
+    prepared = cell.prepare(params)
+    xp = project_inputs(x, params["w_x"], params.get("b_x"))  # all steps: one GEMM
+    if not _plain_ops_only():
+        defer = torch.is_grad_enabled() and any(p.requires_grad for p in params.values())
+        cell = make_cell(spec, _ScanOps(cell, prepared, (xp.shape[0], xp.shape[1]), defer))
+    outputs = []
+    if valid is None:
+        for xp_t in xp.unbind(0):
+            carry, y = cell.step(prepared, xp_t, carry)
+            outputs.append(y)
+        return torch.stack(outputs), carry
+    for xp_t, valid_t in zip(xp.unbind(0), valid.unbind(0)):
+        new_carry, y = cell.step(prepared, xp_t, carry)
+        carry = tuple(torch.where(valid_t, n, o) for n, o in zip(new_carry, carry))
+        outputs.append(y)
+    return torch.where(valid, torch.stack(outputs), 0.0), carry

@@ -1,14 +1,7 @@
 """Canonical weights <-> PyTorch: ``nn.RNN``/``nn.LSTM``/``nn.GRU``, state dicts, unirnn modules.
 
-torch's layout is the canonical one renamed (same gate rows, two biases), so conversions
-are bit-exact in both directions::
-
-    layer{k}.{forward|backward}.w_x  <->  weight_ih_l{k}[_reverse]
-                               .w_h  <->  weight_hh_l{k}[_reverse]
-                               .b_x  <->  bias_ih_l{k}[_reverse]
-                               .b_h  <->  bias_hh_l{k}[_reverse]
-                               .w_r  <->  weight_hr_l{k}[_reverse]   (proj_size > 0)
-                               .p    <->  weight_peephole_l{k}[_reverse] (unirnn modules only)
+The layout (names, the spec's key, spec inference) is :mod:`unirnn.layouts.torch`; this
+module reads and writes torch objects and ``.pt`` files.
 
 Example:
     >>> import torch, unirnn
@@ -27,8 +20,11 @@ version), which ``torch.save`` and ``torch.load(weights_only=True)`` keep and
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,13 +32,12 @@ import torch
 from torch import nn
 
 from .._spec import Spec, gru, lstm, rnn
-from .._weights import Weights, check_weights, weight_shapes
-from ..backends.torch import SPEC_METADATA_KEY, TorchRNN, canonical_weights, torch_name
+from .._weights import Weights, check_weights
+from ..backends.torch import TorchRNN, canonical_weights
+from ..layouts import SPEC_KEY
+from ..layouts import torch as torch_layout
 
-__all__ = ["SPEC_KEY", "from_torch", "to_torch"]
-
-SPEC_KEY = SPEC_METADATA_KEY
-"""The key of the spec's JSON in a state dict's ``_metadata[""]``."""
+__all__ = ["from_torch", "read_file", "to_torch", "write_file"]
 
 
 def to_torch(spec: Spec, weights: Mapping[str, Any], *, dtype: Any = None,
@@ -62,13 +57,13 @@ def to_torch(spec: Spec, weights: Mapping[str, Any], *, dtype: Any = None,
     if not isinstance(spec, Spec):
         raise ValueError(f"to_torch: expected a unirnn.Spec; received {type(spec).__name__}")
     checked = check_weights(spec, weights)
+    names = torch_layout.tensor_names(spec)
     state: OrderedDict[str, torch.Tensor] = OrderedDict()
     for name, array in checked.items():
-        layer, direction, tensor = name.split(".")
         value = torch.from_numpy(np.array(array))
         if dtype is not None or device is not None:
             value = value.to(device=device, dtype=dtype)
-        state[torch_name(int(layer[5:]), direction, tensor)] = value
+        state[names[name]] = value
     # load_state_dict hands _metadata[prefix] to each module and ignores keys it does not
     # know; "version" is what nn.Module.state_dict writes there.
     metadata = OrderedDict({"": {"version": 1, SPEC_KEY: spec.to_json()}})
@@ -78,9 +73,7 @@ def to_torch(spec: Spec, weights: Mapping[str, Any], *, dtype: Any = None,
 
 def carried_spec(state: Mapping[str, Any]) -> Spec | None:
     """The spec a state dict from :func:`to_torch` carries in its ``_metadata``, if any."""
-    metadata = getattr(state, "_metadata", None)
-    root = metadata.get("", None) if isinstance(metadata, Mapping) else None
-    text = root.get(SPEC_KEY) if isinstance(root, Mapping) else None
+    text = torch_layout.carried_spec_text(getattr(state, "_metadata", None))
     if text is None:
         return None
     try:
@@ -169,42 +162,11 @@ def _infer_spec(module: nn.RNNBase) -> Spec:
 
 def _infer_state_dict_spec(state: Mapping[str, Any]) -> Spec:
     """The nn.RNN/LSTM/GRU spec a state dict's names and shapes describe."""
-    shapes = {k: tuple(torch.as_tensor(v).shape) for k, v in state.items()}
-    if "weight_ih_l0" not in shapes or "weight_hh_l0" not in shapes:
-        raise ValueError(
-            "from_torch: expected a state dict of nn.RNN/LSTM/GRU (entries weight_ih_l0, "
-            f"weight_hh_l0, ...); received entries {', '.join(list(shapes)[:6]) or 'none'}"
-        )
-    if any(k.startswith("weight_peephole") for k in shapes):
-        raise ValueError("from_torch: this state dict has peepholes, which only a unirnn "
-                         "spec can say: pass spec=")
-    rows, input_size = shapes["weight_ih_l0"]
-    projected = "weight_hr_l0" in shapes
-    hidden = shapes["weight_hr_l0"][1] if projected else shapes["weight_hh_l0"][1]
-    family = {1: "rnn", 3: "gru", 4: "lstm"}.get(rows // hidden if rows % hidden == 0 else 0)
-    if family is None:
-        raise ValueError(
-            f"from_torch: weight_ih_l0 has {rows} rows for hidden size {hidden}; expected "
-            "1, 3 or 4 gates (rnn, gru, lstm)"
-        )
-    layers = 1 + max(int(k.split("_l")[1].split("_")[0]) for k in shapes
-                     if k.startswith("weight_ih_l"))
-    common: dict[str, Any] = {
-        "bias": "bias_ih_l0" in shapes,
-        "num_layers": layers,
-        "bidirectional": "weight_ih_l0_reverse" in shapes,
-    }
-    if family == "lstm":
-        return lstm(input_size, hidden, proj_size=shapes["weight_hr_l0"][0] if projected
-                    else 0, **common)
-    return (gru if family == "gru" else rnn)(input_size, hidden, **common)
+    return torch_layout.infer_spec({k: tuple(torch.as_tensor(v).shape) for k, v in state.items()})
 
 
 def _from_state_dict(spec: Spec, state: Mapping[str, Any]) -> Weights:
-    expected = {}
-    for name in weight_shapes(spec):
-        layer, direction, tensor = name.split(".")
-        expected[torch_name(int(layer[5:]), direction, tensor)] = name
+    expected = {t: c for c, t in torch_layout.tensor_names(spec).items()}
     extra = [k for k in state if k not in expected]
     if extra:
         raise ValueError(
@@ -224,3 +186,46 @@ def _from_state_dict(spec: Spec, state: Mapping[str, Any]) -> Weights:
             value = value.float()
         arrays[cname] = value.cpu().numpy()
     return check_weights(spec, arrays)
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+def read_file(path: Path, spec: Spec | None = None) -> tuple[Spec, Weights]:
+    """``(spec, weights)`` of a ``.pt``/``.pth`` state dict, loaded with ``weights_only=True``
+    (no code from the file runs); the spec it carries is used and checked against ``spec``."""
+    with path.open("rb") as handle:
+        head = handle.read(2)
+    # torch.save writes a zip archive (or, in the legacy format, a pickle: byte 0x80)
+    if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
+        raise ValueError(
+            f"{str(path)!r} is not a torch file: expected a state dict saved with "
+            f"torch.save(module.state_dict(), path) (a zip archive); received {head!r}... "
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = next((line.strip() for line in str(err).splitlines()
+                       if "WeightsUnpickler error" in line), str(err).splitlines()[0])
+        if "Unsupported global" in str(err):
+            raise ValueError(
+                f"{str(path)!r} holds more than tensors, and unirnn loads torch files with "
+                f"weights_only=True (no code from the file runs): expected a state_dict "
+                f"saved with torch.save(module.state_dict(), path) ({detail})"
+            ) from None
+        raise ValueError(f"{str(path)!r} is not a readable torch file: expected a state dict "
+                         f"saved with torch.save; torch.load failed ({detail})") from None
+    except (RuntimeError, EOFError, KeyError, OSError) as err:
+        raise ValueError(f"{str(path)!r} is not a readable torch file: expected a state dict "
+                         f"saved with torch.save; torch.load failed ({type(err).__name__}: "
+                         f"{err})") from None
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{str(path)!r}: expected a state dict (a mapping of names to "
+                         f"tensors); received a {type(state).__name__}")
+    return from_torch(state, spec=spec)
+
+
+def write_file(path: Path, spec: Spec, weights: Mapping[str, Any]) -> str:
+    """Write :func:`to_torch`'s state dict with ``torch.save``; returns where the spec travels."""
+    torch.save(to_torch(spec, weights), path)
+    return f"the state dict's _metadata[''][{SPEC_KEY!r}]"
