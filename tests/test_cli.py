@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import unirnn
-from unirnn.cli import main
+from unirnn.tools.cli import main
 
 
 def test_info(tmp_path, capsys):

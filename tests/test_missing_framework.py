@@ -71,7 +71,7 @@ def test_missing_framework_names_the_extra(case, tmp_path):
 def test_convert_without_the_framework(suffix, extra, tmp_path):
     code = (
         "unirnn.save('m.safetensors', spec, weights)\n"
-        "from unirnn.cli import main\n"
+        "from unirnn.tools.cli import main\n"
         f"sys.exit(main(['convert', 'm.safetensors', 'out.{suffix}']))\n"
     )
     result = _run(code, tmp_path)

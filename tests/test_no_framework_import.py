@@ -18,3 +18,16 @@ def test_import_unirnn_loads_no_framework():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == ""
+
+
+def test_import_unirnn_layouts_loads_no_framework():
+    """Every layout module is numpy only: importing all of them loads no framework."""
+    code = (
+        "import sys, pkgutil, importlib, unirnn.layouts as layouts\n"
+        "for info in pkgutil.iter_modules(layouts.__path__):\n"
+        "    importlib.import_module('unirnn.layouts.' + info.name)\n"
+        f"print(' '.join(m for m in {FRAMEWORKS!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == ""

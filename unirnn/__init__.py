@@ -18,6 +18,7 @@ import importlib
 from typing import Any
 
 from ._activations import activation_names, register_activation
+from ._extras import EXTRAS, missing
 from ._file import load
 from ._file import save_file as save
 from ._spec import FAMILIES, GATE_ORDER, ROLES, Spec, gru, lstm, preset, preset_names, rnn
@@ -63,11 +64,6 @@ __all__ = [
 ]
 
 
-# a framework a lazy module may fail to import -> the pip extra that installs it
-_EXTRAS = {"torch": "torch", "keras": "keras", "tensorflow": "keras", "h5py": "keras",
-           "jax": "flax", "jaxlib": "flax", "flax": "flax"}
-
-
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
@@ -75,13 +71,10 @@ def __getattr__(name: str) -> Any:
     try:
         loaded = importlib.import_module(module)
     except ModuleNotFoundError as err:
-        missing = (err.name or "").split(".")[0]
-        if missing not in _EXTRAS:
+        package = (err.name or "").split(".")[0]
+        if package not in EXTRAS:
             raise
-        raise ImportError(
-            f"unirnn.{name} needs {missing}, which is not installed; install it with: "
-            f"pip install 'unirnn[{_EXTRAS[missing]}]'"
-        ) from err
+        raise missing(f"unirnn.{name}", package) from err
     return getattr(loaded, name)
 
 

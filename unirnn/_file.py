@@ -21,7 +21,7 @@ from safetensors.numpy import save
 from ._spec import Spec
 from ._weights import Weights, check_weights
 
-__all__ = ["FORMAT_VERSION", "load", "save_file", "write_atomic"]
+__all__ = ["FORMAT_VERSION", "load", "read_file", "save_file", "write_atomic", "write_file"]
 
 FORMAT_NAME = "unirnn"
 FORMAT_VERSION = 1
@@ -127,3 +127,20 @@ def load(path: str | os.PathLike[str]) -> tuple[Spec, Weights]:
         raise ValueError(f"{str(path)!r}: the unirnn metadata holds no spec")
     spec = Spec.from_json(metadata["spec"])
     return spec, check_weights(spec, arrays)
+
+
+def read_file(path: Path, spec: Spec | None = None) -> tuple[Spec, Weights]:
+    """:func:`load`, with the file's spec checked against a given one (``unirnn.port``)."""
+    loaded, weights = load(path)
+    if spec is not None and spec != loaded:
+        raise ValueError(
+            f"spec: {str(path)!r} holds {loaded.to_json()}; received a different spec "
+            f"{spec.to_json()}. Leave spec (--spec) out to use the source's own"
+        )
+    return loaded, weights
+
+
+def write_file(path: Path, spec: Spec, weights: Mapping[str, Any]) -> str:
+    """:func:`save_file`; returns where the spec travels, in words."""
+    save_file(path, spec, weights)
+    return "the .safetensors metadata"

@@ -17,7 +17,7 @@ from equivalence import KERAS_BACKEND
 from support import framework
 
 import unirnn
-from unirnn.cli import main
+from unirnn.tools.cli import main
 from unirnn.porting.port import keras_model, read
 
 FORMATS = {"unirnn": "model.safetensors", "torch": "model.pt", "keras": "model.keras",

@@ -36,7 +36,7 @@ def test_float64_keras_file_loads_on_another_keras_backend(tmp_path):
     code = (
         "import json, numpy as np, keras, unirnn\n"
         "import unirnn.backends.keras\n"
-        "from unirnn.backends._keras_layout import native_problem\n"
+        "from unirnn.layouts.keras import native_problem\n"
         "data = np.load('inputs.npz')\n"
         "out = {}\n"
         "try:\n"

@@ -33,3 +33,11 @@ def float64_ready(backend: str) -> bool:
     import jax
 
     return bool(jax.config.jax_enable_x64)
+
+
+def require_float64(backend: str) -> None:
+    """Fail, never skip, a float64 test this process cannot run (jax imported without x64)."""
+    if not float64_ready(backend):
+        pytest.fail("float64 on Keras' jax backend needs x64, but jax was imported without "
+                    "it before tests/keras/conftest.py set JAX_ENABLE_X64=1; run tests/keras "
+                    "in a process of its own (or set JAX_ENABLE_X64=1)")

@@ -11,7 +11,7 @@ import numpy as np
 import oracle
 import pytest
 from cases import SPECS
-from conftest import float64_ready
+from conftest import require_float64
 from support import example_inputs, framework, nonzero_weights
 
 import unirnn
@@ -45,8 +45,7 @@ def _directional_error(spec, weights, x, state, lengths, cotangent, grads, seed=
 
 @pytest.mark.parametrize("name", CASES)
 def test_gradients_match_finite_differences(keras_backend, name):
-    if not float64_ready(keras_backend):
-        pytest.skip("jax without x64")
+    require_float64(keras_backend)
     spec = SPECS[name]
     weights = nonzero_weights(spec)
     x, state, lengths = example_inputs(spec)

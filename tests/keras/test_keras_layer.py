@@ -18,7 +18,6 @@ from support import (
 )
 
 import unirnn
-from unirnn.backends.numpy import reverse_padded
 
 keras = framework("keras")
 
@@ -28,6 +27,14 @@ CASES = {
     "lstm-proj-2layer": unirnn.lstm(3, 5, proj_size=2, num_layers=2),
 }
 PATHS = ["auto", "custom"]
+
+
+def reverse_padded(x, lengths):
+    """Each sequence's valid steps reversed in place, padding left where it was."""
+    out = np.array(x)
+    for n, length in enumerate(lengths):
+        out[n, :length] = x[n, :length][::-1]
+    return out
 
 
 def _layer(spec, path, **options):
@@ -88,7 +95,8 @@ def test_initial_state_is_a_keras_list_per_layer_and_direction(keras_backend, pa
     assert max_rel_error(keras.ops.convert_to_numpy(result[0]), ref_out) <= TOL["float32"]
     h = np.stack([keras.ops.convert_to_numpy(s) for s in result[1:]])
     assert max_rel_error(h, ref_h) <= TOL["float32"]
-    with pytest.raises(ValueError, match="expected a list of 4 tensors"):
+    with pytest.raises(ValueError, match=r"initial_state: expected 4 tensors \(per layer and "
+                                         r"direction, \[h\]\); received 1"):
         layer(x, initial_state=[h0[0].astype(np.float32)])
 
 
@@ -353,3 +361,36 @@ def test_native_gru_takes_the_faster_loop_on_jax_cpu():
     expected, _ = oracle.run(spec, nonzero_weights(spec), x)
     got = keras.ops.convert_to_numpy(layer(x.astype("float32")))
     assert max_rel_error(got, expected) <= TOL["float32"]
+
+
+SAVED_PATHS = {
+    "native-bidir-2layer": (
+        unirnn.lstm(3, 4, num_layers=2, bidirectional=True),
+        [f"layers/uni_rnn/native_layers/{layer}/{direction}/cell/vars/{i}"
+         for layer in ("bidirectional", "bidirectional_1")
+         for direction in ("backward_layer", "forward_layer") for i in range(3)]),
+    "custom-bidir": (
+        unirnn.gru(3, 4, activations={"z": "gelu"}, bidirectional=True),
+        [f"layers/uni_rnn/cells/{cell}/vars/{i}"
+         for cell in ("uni_rnn_cell", "uni_rnn_cell_1") for i in range(4)]),
+}
+
+
+@pytest.mark.parametrize("name", list(SAVED_PATHS))
+def test_keras_file_keeps_its_variable_paths(keras_backend, name, tmp_path):
+    """Keras saves variables under the attribute path that tracks them: these paths are
+    what .keras files written by earlier unirnn versions hold, so they must not change."""
+    import zipfile
+
+    import h5py
+
+    spec, expected = SAVED_PATHS[name]
+    layer = unirnn.build(spec, backend="keras", weights=nonzero_weights(spec))
+    keras.Sequential([keras.Input((None, 3)), layer]).save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as archive:
+        archive.extract("model.weights.h5", tmp_path)
+    found = []
+    with h5py.File(tmp_path / "model.weights.h5", "r") as f:
+        f.visititems(lambda path, item: found.append(path)
+                     if isinstance(item, h5py.Dataset) else None)
+    assert found == expected

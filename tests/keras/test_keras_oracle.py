@@ -15,7 +15,7 @@ import numpy as np
 import oracle
 import pytest
 from cases import SPECS, STANDARD
-from conftest import float64_ready
+from conftest import float64_ready, require_float64
 from support import TOL, example_inputs, framework, max_rel_error, nonzero_weights
 
 import unirnn
@@ -23,7 +23,7 @@ import unirnn
 keras = framework("keras")
 from unirnn.backends import keras as keras_backend_module  # noqa: E402
 from unirnn.backends._keras_cell import KERAS_ACTIVATIONS  # noqa: E402
-from unirnn.backends._keras_layout import native_problem  # noqa: E402
+from unirnn.layouts.keras import native_problem  # noqa: E402
 
 NATIVE = {"keras.layers.LSTM", "keras.layers.GRU", "keras.layers.SimpleRNN"}
 
@@ -40,8 +40,7 @@ def _float64_tol(backend: str, kernel: str) -> float:
 
 def test_float64_auto_path_is_exact_on_every_backend(keras_backend):
     """Keras' own layers are float64-exact on tensorflow only; elsewhere auto takes the cell."""
-    if not float64_ready(keras_backend):
-        pytest.skip("jax without x64")
+    require_float64(keras_backend)
     layer = unirnn.build(unirnn.lstm(3, 4), backend="keras", dtype="float64")
     expected = "keras.layers.LSTM" if keras_backend == "tensorflow" else "unirnn.keras-cell"
     assert layer.kernel == expected
@@ -59,8 +58,7 @@ FLOAT64_ACTIVATION_SPECS = {
 def test_float64_gelu_and_leaky_relu_are_exact(keras_backend, name):
     """Keras' own layers compute these specs, but TensorFlow's gelu and leaky_relu miss
     float64 (5e-9, 2e-8): in float64 `auto` takes the custom cell and `native` refuses."""
-    if not float64_ready(keras_backend):
-        pytest.skip("jax without x64")
+    require_float64(keras_backend)
     spec = FLOAT64_ACTIVATION_SPECS[name]
     assert native_problem(spec) is None  # Keras' layers express it (float32 runs there)
     weights = nonzero_weights(spec, scale=1.0)
@@ -78,20 +76,16 @@ def test_float64_gelu_and_leaky_relu_are_exact(keras_backend, name):
 
 def test_float64_inexact_set_is_tensorflows(keras_backend):
     """FLOAT64_INEXACT_ON_TENSORFLOW names exactly the mapped activations whose TensorFlow
-    kernels miss the numpy registry in float64 (the others are within 1e-14)."""
+    kernels miss the oracle's float64 formulas (the others are within 1e-14)."""
     if keras_backend != "tensorflow":
         pytest.skip("the set describes TensorFlow's kernels; Keras' own layers are not "
                     "used in float64 on jax or torch")
-    from unirnn._activations import NUMPY_ACTIVATIONS, resolve_activation
-    from unirnn.backends._keras_layout import (
-        FLOAT64_INEXACT_ON_TENSORFLOW,
-        KERAS_ACTIVATION_NAMES,
-    )
+    from unirnn.layouts.keras import FLOAT64_INEXACT_ON_TENSORFLOW, KERAS_ACTIVATION_NAMES
 
     x = np.linspace(-7.0, 7.0, 20001)
     inexact = set()
     for name, keras_name in KERAS_ACTIVATION_NAMES.items():
-        ref = resolve_activation(name, "numpy", NUMPY_ACTIVATIONS)(x)
+        ref = oracle._activation(name)(x)
         got = keras.ops.convert_to_numpy(
             keras.activations.get(keras_name)(keras.ops.convert_to_tensor(x, "float64")))
         if max_rel_error(got, ref) > 1e-14:
@@ -102,8 +96,7 @@ def test_float64_inexact_set_is_tensorflows(keras_backend):
 def test_native_float64_is_refused_where_keras_computes_float32(keras_backend):
     """Keras' own layers compute float64 in float32 on jax and torch: path='native' raises
     there, and to_keras in float64 gives the custom layer (auto) or raises (native)."""
-    if not float64_ready(keras_backend):
-        pytest.skip("jax without x64")
+    require_float64(keras_backend)
     spec = unirnn.gru(3, 4, bidirectional=True)
     weights = nonzero_weights(spec)
     x, state, lengths = example_inputs(spec)
@@ -140,8 +133,7 @@ PATH_CASES = [(name, "auto") for name in SPECS] + [
 @pytest.mark.parametrize(("name", "path"), PATH_CASES, ids=[f"{n}-{p}" for n, p in PATH_CASES])
 def test_float64_matches_oracle(keras_backend, name, path, variant):
     spec = SPECS[name]
-    if not float64_ready(keras_backend):
-        pytest.skip("jax was imported without x64 before this module; run tests/keras alone")
+    require_float64(keras_backend)
     weights = nonzero_weights(spec)
     x, state, lengths = example_inputs(spec, with_state=variant != "plain",
                                        with_lengths=variant != "plain")
@@ -203,7 +195,7 @@ def test_native_when_keras_expresses_it(keras_backend, name):
     weights = nonzero_weights(spec).astype(np.float32)
     layer = unirnn.build(spec, backend="keras", weights=weights)
     assert layer.kernel == EXPECTED_NATIVE[name]
-    assert layer.native_layers and not layer.cells
+    assert layer.resolved_path == "native" and layer.native_layers and not layer.cells
     for native in layer.native_layers:
         inner = native.forward_layer if spec.bidirectional else native
         assert inner.use_bias == spec.bias
@@ -269,20 +261,20 @@ PARAMETRISED = ["hard_sigmoid(0.2, 0.5)", "elu(0.5)", "leaky_relu(0.2)", "leaky_
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", list(unirnn._activations.BUILTIN_NAMES) + PARAMETRISED)
-def test_activation_matches_numpy_reference(keras_backend, name, dtype):
-    if dtype == "float64" and not float64_ready(keras_backend):
-        pytest.skip("jax without x64")
-    from unirnn._activations import NUMPY_ACTIVATIONS, resolve_activation
+def test_activation_matches_oracle(keras_backend, name, dtype):
+    if dtype == "float64":
+        require_float64(keras_backend)
+    from unirnn._activations import parse_activation, resolve_activation
 
     x = np.linspace(-7.0, 7.0, 2001).astype(dtype)
     ours = resolve_activation(name, "keras", KERAS_ACTIVATIONS)
-    ref = resolve_activation(name, "numpy", NUMPY_ACTIVATIONS)(x.astype(np.float64))
+    ref = oracle._activation(str(parse_activation(name)))(x.astype(np.float64))
     got = keras.ops.convert_to_numpy(ours(keras.ops.convert_to_tensor(x)))
     assert got.dtype == np.dtype(dtype)
     assert max_rel_error(got, ref) <= (1e-14 if dtype == "float64" else 1e-6)
 
 
-def test_registered_activation_runs_in_the_custom_cell(keras_backend):
+def test_registered_activation_runs_in_the_custom_cell(keras_backend, monkeypatch):
     unirnn.register_activation(
         "keras_test_scaled_tanh",
         numpy=lambda x, a: a * np.tanh(x),
@@ -296,8 +288,11 @@ def test_registered_activation_runs_in_the_custom_cell(keras_backend):
     result = keras_backend_module.evaluate(spec, weights, x, initial_state=state,
                                            lengths=lengths, dtype="float32")
     assert result.kernel == "unirnn.keras-cell"
-    expected, _ = unirnn.build(spec, backend="numpy", weights=weights, dtype=np.float64)(
-        x, initial_state=state, lengths=lengths)
+    oracle_activation = oracle._activation
+    monkeypatch.setattr(oracle, "_activation", lambda text, xp=np: (
+        lambda v: 1.5 * np.tanh(v)) if text.startswith("keras_test_scaled_tanh")
+        else oracle_activation(text, xp))
+    expected, _ = oracle.run(spec, weights, x, state, lengths)
     assert max_rel_error(result.outputs, expected) <= TOL["float32"]
 
 

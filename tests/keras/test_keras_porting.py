@@ -8,6 +8,7 @@ import pytest
 from support import TOL, framework, max_rel_error, nonzero_weights
 
 import unirnn
+from unirnn.layouts.keras import native_problem
 
 keras = framework("keras")
 
@@ -85,7 +86,7 @@ def test_to_keras_from_keras_round_trip(keras_backend, name):
     spec = ROUND_TRIP[name]
     weights = nonzero_weights(spec).astype(np.float32)
     layer = unirnn.to_keras(spec, weights)
-    native = unirnn.backends._keras_layout.native_problem(spec) is None
+    native = native_problem(spec) is None
     if not native:
         assert type(layer).__name__ == "UniRNN" and layer.kernel == "unirnn.keras-cell"
     elif spec.num_layers > 1:

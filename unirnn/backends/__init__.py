@@ -10,27 +10,46 @@ import importlib
 import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
+from .._evaluation import Evaluation
+from .._extras import missing
 from .._spec import Spec
 
-__all__ = ["BACKENDS", "backend_module", "build", "explain", "framework_installed"]
+__all__ = ["BACKENDS", "Backend", "backend_module", "build", "explain", "framework_installed"]
 
 
 @dataclass(frozen=True)
 class BackendInfo:
     module: str
     framework: str | None  # top-level package it needs, None for numpy
-    extra: str | None  # the pip extra that installs it
 
 
 BACKENDS: Mapping[str, BackendInfo] = {
-    "numpy": BackendInfo("unirnn.backends.numpy", None, None),
-    "torch": BackendInfo("unirnn.backends.torch", "torch", "torch"),
-    "keras": BackendInfo("unirnn.backends.keras", "keras", "keras"),
-    "flax": BackendInfo("unirnn.backends.flax", "flax", "flax"),
+    "numpy": BackendInfo("unirnn.backends.numpy", None),
+    "torch": BackendInfo("unirnn.backends.torch", "torch"),
+    "keras": BackendInfo("unirnn.backends.keras", "keras"),
+    "flax": BackendInfo("unirnn.backends.flax", "flax"),
 }
+
+
+class Backend(Protocol):
+    """What every backend module provides (``unirnn.backends.<name>``).
+
+    ``build(spec, weights=None, **options)`` gives the framework's native module;
+    ``evaluate(spec, weights, x, *, initial_state=None, lengths=None, dtype="float64",
+    cotangent=None, **options)`` runs it on numpy inputs (:class:`unirnn._evaluation.Evaluation`);
+    ``KERNELS`` names every path a built module's ``.kernel`` may say.
+    """
+
+    KERNELS: tuple[str, ...]
+
+    def build(self, spec: Spec, weights: Mapping[str, Any] | None = None,
+              **options: Any) -> Any: ...
+
+    def evaluate(self, spec: Spec, weights: Mapping[str, Any], x: Any, *,
+                 initial_state: Any = None, lengths: Any = None, dtype: Any = "float64",
+                 cotangent: Any = None, **options: Any) -> Evaluation: ...
 
 
 def framework_installed(name: str) -> bool:
@@ -46,7 +65,7 @@ def framework_installed(name: str) -> bool:
     return spec is not None and spec.origin is not None
 
 
-def backend_module(backend: str) -> ModuleType:
+def backend_module(backend: str) -> Backend:
     """Import a backend's module, with a clear error when it or its framework is missing."""
     try:
         info = BACKENDS[backend]
@@ -55,11 +74,9 @@ def backend_module(backend: str) -> ModuleType:
             f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}"
         ) from None
     if info.framework is not None and not framework_installed(info.framework):
-        raise ImportError(
-            f"backend {backend!r} needs {info.framework}, which is not installed; "
-            f"install it with: pip install 'unirnn[{info.extra}]'"
-        )
-    return importlib.import_module(info.module)
+        raise missing(f"backend {backend!r}", info.framework)
+    module: Backend = importlib.import_module(info.module)  # type: ignore[assignment]
+    return module
 
 
 def build(spec: Spec, backend: str = "numpy", weights: Mapping[str, Any] | None = None,

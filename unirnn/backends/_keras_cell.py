@@ -9,7 +9,7 @@ direction's weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -17,9 +17,9 @@ import numpy as np
 from keras import ops
 
 from .._activations import resolve_activation
-from .._cells import Cell, make_cell
+from .._cells import Cell, folded_bias_rows, make_cell
 from .._spec import Spec
-from .._weights import KERNEL_LAYOUT, kernel_layout_shapes
+from ..layouts.kernels import KERNEL_LAYOUT, kernel_layout_shapes, to_kernel_layout
 
 __all__ = ["KERAS_ACTIVATIONS", "KerasOps", "UniRNNCell", "as_spec"]
 
@@ -100,13 +100,16 @@ class Transposed:
 
 
 class KerasOps:
-    """:class:`unirnn._cells.Ops` over ``keras.ops``."""
+    """:class:`unirnn._cells.Ops` and :class:`unirnn._stack.StackOps` over ``keras.ops``."""
 
     backend = "keras"
 
     def linear(self, x: Any, w: Any, b: Any | None) -> Any:
         y = _matmul(x, w.t if isinstance(w, Transposed) else ops.transpose(w))
         return y if b is None else y + b
+
+    def recurrent(self, name: str, x: Any, w: Any, b: Any | None) -> Any:
+        return self.linear(x, w, b)
 
     def split(self, x: Any, sections: int) -> list[Any]:
         return ops.split(x, sections, axis=-1)
@@ -117,6 +120,27 @@ class KerasOps:
 
     def activation(self, name: str) -> Callable[[Any], Any]:
         return resolve_activation(name, "keras", KERAS_ACTIVATIONS)
+
+    # -- the stack runner's ops (time axis 0) ------------------------------------------
+
+    def concat(self, xs: Sequence[Any]) -> Any:
+        return ops.concatenate(list(xs), axis=-1)
+
+    def stack(self, xs: Sequence[Any]) -> Any:
+        return ops.stack(list(xs))
+
+    def flip_time(self, x: Any) -> Any:
+        return ops.flip(x, axis=0)
+
+    def take_time(self, x: Any, index: Any) -> Any:
+        index = ops.reshape(index, tuple(index.shape) + (1,) * (len(x.shape) - 2))
+        return ops.take_along_axis(x, ops.broadcast_to(index, ops.shape(x)), axis=0)
+
+    def positions(self, steps: int, like: Any) -> Any:
+        return ops.expand_dims(ops.arange(steps, dtype=like.dtype), -1)
+
+    def where(self, condition: Any, a: Any, b: Any) -> Any:
+        return ops.where(condition, a, b)
 
 
 def as_spec(spec: Spec | Mapping[str, Any] | str) -> Spec:
@@ -140,14 +164,9 @@ class UniRNNCell(keras.layers.Layer):
     :class:`~unirnn.backends.keras.UniRNN` instead projects all steps at once with
     :meth:`project` and loops over :meth:`recurrent_step` only.
 
-    Variables (Keras ``(in, out)`` layout; ``G*H`` columns in canonical gate order)::
-
-        input_kernel       (I_k, G*H)  = w_x.T
-        recurrent_kernel   (P, G*H)    = w_h.T
-        input_bias         (G*H,)      = b_x         (bias=True)
-        recurrent_bias     (G*H,)      = b_h         (bias=True)
-        peepholes          (3*H,)      = p (i, f, o) (lstm, peepholes=True)
-        projection_kernel  (H, P)      = w_r.T       (lstm, proj_size>0)
+    Variables: unirnn's kernel layout (:mod:`unirnn.layouts.kernels`), ``input_kernel``
+    ``(I_k, G*H)`` = ``w_x.T``, ``recurrent_kernel``, ``input_bias``, ``recurrent_bias``,
+    ``peepholes``, ``projection_kernel``, as the spec has them.
 
     Initialisation: uniform in ``±1/sqrt(H)`` (torch's and :func:`unirnn.init_weights`).
     """
@@ -185,31 +204,18 @@ class UniRNNCell(keras.layers.Layer):
                 out[canonical] = self.canonical_variables[name]
         return out
 
-    @classmethod
-    def to_canonical(cls, canonical: str, array: np.ndarray) -> np.ndarray:
-        """A variable's (or its gradient's) value in the canonical layout."""
-        return np.ascontiguousarray(array.T) if KERNEL_LAYOUT[canonical][1] else array
-
     def set_canonical(self, params: Mapping[str, np.ndarray]) -> None:
         """Assign this layer and direction's canonical tensors (short names ``w_x`` ...)."""
-        for canonical, variable in self.variables_by_canonical_name().items():
-            value = np.asarray(params[canonical])
-            value = value.T if KERNEL_LAYOUT[canonical][1] else value
-            variable.assign(value.astype(variable.dtype))
-
-    def get_canonical(self) -> dict[str, np.ndarray]:
-        return {
-            canonical: self.to_canonical(canonical, ops.convert_to_numpy(variable))
-            for canonical, variable in self.variables_by_canonical_name().items()
-        }
+        values = to_kernel_layout({k: np.asarray(v) for k, v in params.items()})
+        for name, variable in self.canonical_variables.items():
+            variable.assign(values[name].astype(variable.dtype))
 
     def step_params(self) -> dict[str, Any]:
         """The step's parameters, read once per call (outside the time loop)."""
         v = {name: var.value for name, var in self.canonical_variables.items()}
         params: dict[str, Any] = {
             "w_h": Transposed(v["recurrent_kernel"]),
-            # rnn and lstm add b_h outside any gate product: it is folded into project().
-            "b_h": v.get("recurrent_bias") if self.spec.family == "gru" else None,
+            "b_h": None if self._folds_b_h() else v.get("recurrent_bias"),
         }
         if "peepholes" in v:
             params["p"] = v["peepholes"]
@@ -217,20 +223,24 @@ class UniRNNCell(keras.layers.Layer):
             params["w_r"] = Transposed(v["projection_kernel"])
         return self.cell.prepare(params)
 
-    def project(self, x: Any) -> Any:
-        """``x @ w_x.T + b_x`` for every step at once: ``(N, T, I_k) -> (N, T, G*H)``.
+    def _folds_b_h(self) -> bool:
+        """Whether :meth:`project` adds all of ``b_h`` (:func:`~unirnn._cells.folded_bias_rows`
+        covers every row: rnn, lstm, reset-before gru), saving one add per step. Where only
+        some rows fold (reset-after gru: ``b_hn`` sits inside the reset product) the step
+        adds a bias vector anyway, so nothing is folded."""
+        spec = self.spec
+        return spec.bias and folded_bias_rows(spec) == spec.num_gates * spec.hidden_size
 
-        For rnn and lstm, ``b_h`` is added here too (it sums with the gates' pre-activation
-        unchanged), which saves one add per step; GRU keeps ``b_h`` in the step because
-        ``b_hn`` sits inside the reset product.
-        """
+    def project(self, x: Any) -> Any:
+        """``x @ w_x.T + b_x`` (plus ``b_h`` where it folds) for every step at once:
+        ``(..., I_k) -> (..., G*H)``."""
         v = self.canonical_variables
         y = _matmul(x, v["input_kernel"].value)
         if "input_bias" not in v:
             return y
-        if self.spec.family == "gru":
-            return y + v["input_bias"].value
-        return y + (v["input_bias"].value + v["recurrent_bias"].value)
+        if self._folds_b_h():
+            return y + (v["input_bias"].value + v["recurrent_bias"].value)
+        return y + v["input_bias"].value
 
     def recurrent_step(self, prepared: Mapping[str, Any], xp_t: Any,
                        states: Any) -> tuple[Any, list[Any]]:

@@ -10,7 +10,9 @@ activation) runs unirnn's custom cell written with ``keras.ops``
 (:class:`~unirnn.backends._keras_cell.UniRNNCell`): one GEMM projects the inputs of all
 steps, then Keras' backend RNN loop (``lax.scan``, ``tf.while_loop``, a torch loop) runs
 only the recurrent part (on jax the step projects its own input: see
-:data:`HOIST_INPUT_PROJECTION`); its ``kernel`` is ``"unirnn.keras-cell"``. Exactly means
+:data:`HOIST_INPUT_PROJECTION`), layers and directions by the shared stack runner; its
+``kernel`` is ``"unirnn.keras-cell"``. The two are strategies behind one interface
+(:mod:`unirnn.backends._keras_strategies`), chosen once when the layer is built. Exactly means
 in the layer's dtype too: in float64 Keras' own layers compute float32 on jax and torch, so
 there (and on tensorflow for ``gelu``/``leaky_relu``) ``auto`` takes the custom cell.
 
@@ -29,63 +31,53 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from .._checks import check_input_shape, check_lengths, check_state_shape, state_shapes
 from .._evaluation import Evaluation
+from .._inputs import (
+    check_cotangent,
+    check_input_shape,
+    check_lengths,
+    check_stacked_state,
+    check_state_list,
+)
 from .._spec import Spec
 from .._weights import Weights, check_weights, weight_name
+from ..layouts.keras import native_problem
 from ._keras_cell import KERAS_ACTIVATIONS, KerasOps, UniRNNCell, as_spec
-from ._keras_layout import (
-    NATIVE_CLASSES,
-    bias_folded,
-    from_native_arrays,
-    native_config,
-    native_problem,
-    to_native_arrays,
+from ._keras_strategies import (
+    CUSTOM_KERNEL,
+    HOIST_INPUT_PROJECTION,
+    CustomStrategy,
+    NativeStrategy,
+    Strategy,
 )
 
-__all__ = ["KERAS_ACTIVATIONS", "KerasOps", "UniRNN", "UniRNNCell", "build", "evaluate"]
+__all__ = ["HOIST_INPUT_PROJECTION", "KERAS_ACTIVATIONS", "KERNELS", "KerasOps", "UniRNN",
+           "UniRNNCell", "build", "evaluate"]
 
-CUSTOM_KERNEL = "unirnn.keras-cell"
+KERNELS = ("keras.layers.LSTM", "keras.layers.GRU", "keras.layers.SimpleRNN", CUSTOM_KERNEL)
+"""Every ``kernel`` a layer of this backend reports."""
+
 PATHS = ("auto", "native", "custom")
-
-HOIST_INPUT_PROJECTION = keras.backend.backend() != "jax"
-"""Project all steps' inputs in one GEMM before the loop (tensorflow, torch). On jax, XLA
-fuses the per-step input GEMM into the ``lax.scan`` body and the hoisted form measured
-1.35x slower on CPU (benchmarks/bench_keras.py, GRU forward; Keras' own jax GRU kernel,
-which hoists, shows the same), so there the step projects its own input."""
 
 
 def native_problem_here(spec: Spec, dtype: str) -> str | None:
     """Why Keras' own layers cannot compute ``spec`` exactly in ``dtype`` on Keras' current
-    backend, or ``None`` (:func:`~unirnn.backends._keras_layout.native_problem`, plus a
-    Keras defect: on jax with x64 switched on, Keras' fused GRU kernel without bias adds a
-    float64 zero bias to float32 and fails, so that GRU takes the custom cell)."""
+    backend, or ``None`` (:func:`unirnn.layouts.keras.native_problem`, told the backend
+    and, on jax, whether x64 is switched on)."""
     backend = keras.backend.backend()
-    problem = native_problem(spec, dtype, backend)
-    if problem is None and backend == "jax" and spec.family == "gru" and not spec.bias \
-            and spec.reset == "after":
+    x64 = False
+    if backend == "jax":
         import jax
 
-        if jax.config.read("jax_enable_x64"):
-            problem = ("bias=False with reset='after' on Keras' jax backend with x64: Keras' "
-                       "GRU kernel fails there (its zero bias is float64)")
-    return problem
-
-
-def _jax_on_cpu_only() -> bool:
-    """Keras runs on jax and jax sees no accelerator."""
-    if keras.backend.backend() != "jax":
-        return False
-    import jax
-
-    return all(device.platform == "cpu" for device in jax.devices())
+        x64 = bool(jax.config.read("jax_enable_x64"))
+    return native_problem(spec, dtype, backend, jax_x64=x64)
 
 
 @keras.saving.register_keras_serializable(package="unirnn")
@@ -135,6 +127,8 @@ class UniRNN(keras.layers.Layer):
         native_layers: per stacked layer, the Keras layer (``Bidirectional`` when
             bidirectional); empty on the custom path.
         cells: per layer and direction, the :class:`UniRNNCell`; empty on the native path.
+        strategy: the :class:`~unirnn.backends._keras_strategies.Strategy` holding those
+            and running them.
     """
 
     def __init__(
@@ -159,94 +153,45 @@ class UniRNN(keras.layers.Layer):
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
         self.supports_masking = True
-        self.native = path != "custom" and problem is None
-        self.resolved_path = "native" if self.native else "custom"
-        self.kernel = f"keras.layers.{NATIVE_CLASSES[spec.family]}" if self.native \
-            else CUSTOM_KERNEL
-        self.native_layers = [self._make_native(k) for k in range(spec.num_layers)] \
-            if self.native else []
-        self.cells = [] if self.native else [
-            UniRNNCell(spec, layer=k, dtype=self.dtype_policy, name=f"layer{k}_{direction}")
-            for k in range(spec.num_layers) for direction in spec.directions
-        ]
+        strategy_class = NativeStrategy if path != "custom" and problem is None \
+            else CustomStrategy
+        self.strategy: Strategy = strategy_class(spec, self.dtype_policy)
+        self.resolved_path = self.strategy.resolved_path
+        self.kernel = self.strategy.kernel
+        # Both attributes exist, in this order, the strategy's sub-layers in its own: Keras
+        # names saved variables by the attribute path that tracks them.
+        for attribute in ("native_layers", "cells"):
+            setattr(self, attribute,
+                    self.strategy.layers if attribute == self.strategy.tracked_as else [])
         self.dropout_layer = (
             keras.layers.Dropout(spec.dropout, dtype=self.dtype_policy)
             if spec.dropout > 0 and spec.num_layers > 1 else None
         )
         self.build()
 
-    def _make_native(self, k: int) -> keras.layers.Layer:
-        cls = getattr(keras.layers, NATIVE_CLASSES[self.spec.family])
-        options: dict[str, Any] = {}
-        if self.spec.family == "gru" and _jax_on_cpu_only():
-            # Keras' jax "fused" GRU is a lax.scan over a hoisted input projection, not a
-            # cuDNN kernel; on CPU it measured 1.3-1.5x slower than the generic loop
-            # (benchmarks/bench_keras.py), so take the loop there.
-            options["use_cudnn"] = False
-        inner = cls(**native_config(self.spec), **options, return_sequences=True,
-                    return_state=True, dtype=self.dtype_policy, name=f"layer{k}")
-        if not self.spec.bidirectional:
-            return inner
-        return keras.layers.Bidirectional(inner, dtype=self.dtype_policy,
-                                          name=f"layer{k}_bidirectional")
-
     def build(self, input_shape: Any = None) -> None:
-        for k, layer in enumerate(self.native_layers):
-            if not layer.built:
-                layer.build((None, None, self.spec.layer_input_size(k)))
+        self.strategy.build()
         self.built = True
 
     # -- weights ---------------------------------------------------------------------
 
-    def _native_directions(self, k: int) -> list[keras.layers.Layer]:
-        layer = self.native_layers[k]
-        if self.spec.bidirectional:
-            return [layer.forward_layer, layer.backward_layer]
-        return [layer]
-
     def direction_variables(self) -> dict[tuple[int, str], list[Any]]:
         """``(layer, direction) -> variables``: Keras' ``[kernel, recurrent_kernel(, bias)]``
         on the native path, the cell's variables by canonical name on the custom path."""
-        spec = self.spec
-        out: dict[tuple[int, str], list[Any]] = {}
-        for k in range(spec.num_layers):
-            for d, direction in enumerate(spec.directions):
-                if self.native:
-                    cell = self._native_directions(k)[d].cell
-                    out[k, direction] = [cell.kernel, cell.recurrent_kernel] + (
-                        [cell.bias] if spec.bias else [])
-                else:
-                    variables = self.cells[k * spec.num_directions + d]
-                    out[k, direction] = list(variables.variables_by_canonical_name().values())
-        return out
+        return self.strategy.direction_variables()
 
-    def canonical_from_arrays(self, k: int, direction: str, arrays: Sequence[np.ndarray],
+    def canonical_from_arrays(self, k: int, direction: str, arrays: Any,
                               gradient: bool = False) -> dict[str, np.ndarray]:
         """Values (or gradients, ``gradient=True``) of :meth:`direction_variables` in the
         canonical layout; a folded bias' gradient goes to both ``b_x`` and ``b_h``."""
-        spec = self.spec
-        if self.native:
-            params = from_native_arrays(spec, list(arrays))
-            if gradient and bias_folded(spec):
-                params["b_h"] = params["b_x"].copy()
-            return params
-        cell = self.cells[k * spec.num_directions + spec.directions.index(direction)]
-        names = list(cell.variables_by_canonical_name())
-        return {n: UniRNNCell.to_canonical(n, np.asarray(a)) for n, a in zip(names, arrays)}
+        return self.strategy.to_canonical(k, direction, arrays, gradient)
 
     def set_canonical_weights(self, weights: Mapping[str, Any]) -> None:
         """Assign canonical weights (checked against the spec; folded where Keras has one bias)."""
-        spec = self.spec
-        weights = check_weights(spec, weights)
-        for k in range(spec.num_layers):
-            for d, direction in enumerate(spec.directions):
-                params = weights.layer(k, direction)
-                if self.native:
-                    target = self._native_directions(k)[d]
-                    dtype = target.cell.kernel.dtype
-                    target.set_weights([a.astype(dtype) for a in to_native_arrays(spec, params)])
-                else:
-                    self.cells[k * spec.num_directions + d].set_canonical(params)
+        weights = check_weights(self.spec, weights)
+        for k in range(self.spec.num_layers):
+            for direction in self.spec.directions:
+                self.strategy.set_canonical(k, direction, weights.layer(k, direction))
 
     def canonical_weights(self) -> Weights:
         """The layer's weights in the canonical layout (one-bias layouts: ``b_h`` = 0)."""
@@ -271,8 +216,7 @@ class UniRNN(keras.layers.Layer):
         """Input ``(N, T, I)``, mask ``(N, T)``, initial states per layer and direction."""
         spec = self.spec
         shape = tuple(x.shape)
-        # Keras' functional API calls with N and T unknown (None): check the rest.
-        check_input_shape(spec, tuple(1 if d is None else d for d in shape[:2]) + shape[2:])
+        check_input_shape(spec, shape)  # N and T may be None (Keras' functional API)
         batch, steps = shape[0], shape[1]
         if mask is not None:
             received = tuple(mask.shape)
@@ -285,96 +229,34 @@ class UniRNN(keras.layers.Layer):
             return None
         given = list(initial_state) if isinstance(initial_state, (list, tuple)) \
             else [initial_state]
-        names = ["h", "c"] if spec.family == "lstm" else ["h"]
-        sizes = [spec.output_size, spec.hidden_size][:len(names)]
-        expected = [(k, direction, name, size) for k in range(spec.num_layers)
-                    for direction in spec.directions for name, size in zip(names, sizes)]
-        if len(given) != len(expected):
-            raise ValueError(
-                f"initial_state: expected a list of {len(expected)} tensors (per layer and "
-                f"direction, [{', '.join(names)}]); received {len(given)}"
-            )
-        for i, (state, (k, direction, name, size)) in enumerate(zip(given, expected)):
-            received = tuple(state.shape)
-            if len(received) != 2 or received[1] != size or (
-                    None not in (batch, received[0]) and received[0] != batch):
-                raise ValueError(
-                    f"initial_state[{i}] (layer {k}, {direction}, {name}): expected shape "
-                    f"(N, {size}) with N={batch}; received {received}"
-                )
+        check_state_list(spec, given, batch, "initial_state")
         return given
 
     def call(self, inputs: Any, mask: Any = None, initial_state: Any = None,
              training: Any = None) -> Any:
         spec = self.spec
         D, S = spec.num_directions, (2 if spec.family == "lstm" else 1)
-        initial_state = self._check_call(inputs, mask, initial_state)
+        given = self._check_call(inputs, mask, initial_state)
+        carries = None if given is None else [
+            tuple(given[row * S:(row + 1) * S]) for row in range(len(given) // S)]
         x = inputs
         valid = None if mask is None else ops.cast(mask, "bool")
         if self.go_backwards:  # Keras' go_backwards: outputs in processing order
             x = ops.flip(x, axis=1)
             valid = None if valid is None else ops.flip(valid, axis=1)
-        finals: list[list[Any]] = []
-        for k in range(spec.num_layers):
-            given = None if initial_state is None else initial_state[k * D * S:(k + 1) * D * S]
-            if self.native:
-                y, states = self._run_native(k, x, given, valid, training)
-            else:
-                y, states = self._run_custom(k, x, given, valid)
-            finals.extend(states)
-            if self.dropout_layer is not None and k < spec.num_layers - 1:
-                y = self.dropout_layer(y, training=training)
-            x = y
+        dropout = None
+        if self.dropout_layer is not None:
+            def dropout(y: Any, layer: keras.layers.Layer = self.dropout_layer) -> Any:
+                return layer(y, training=training)
+        y, finals = self.strategy.run(x, carries, valid, training, dropout)
         if self.return_sequences:
-            outputs = x
+            outputs = y
         else:
             top = finals[-D:]
-            outputs = top[0][0] if D == 1 else ops.concatenate([s[0] for s in top], axis=-1)
+            outputs = top[0][0] if D == 1 else ops.concatenate([c[0] for c in top], axis=-1)
         if not self.return_state:
             return outputs
-        return [outputs, *(s for states in finals for s in states)]
-
-    def _run_native(self, k: int, x: Any, given: Any, valid: Any,
-                    training: Any) -> tuple[Any, list[list[Any]]]:
-        S = 2 if self.spec.family == "lstm" else 1
-        result = self.native_layers[k](x, initial_state=given, mask=valid, training=training)
-        y, states = result[0], list(result[1:])
-        if valid is not None:  # Keras' LSTM/GRU repeat the previous output at masked steps
-            y = y * ops.cast(ops.expand_dims(valid, -1), y.dtype)
-        return y, [states[i:i + S] for i in range(0, len(states), S)]
-
-    def _run_custom(self, k: int, x: Any, given: Any,
-                    valid: Any) -> tuple[Any, list[list[Any]]]:
-        spec = self.spec
-        S = 2 if spec.family == "lstm" else 1
-        outputs, finals = [], []
-        for d, direction in enumerate(spec.directions):
-            cell = self.cells[k * spec.num_directions + d]
-            backward = direction == "backward"
-            xp = cell.project(x) if HOIST_INPUT_PROJECTION else x
-            if given is None:
-                batch = ops.shape(x)[0]
-                init = [ops.zeros((batch, size), dtype=xp.dtype) for size in cell.state_size]
-            else:
-                init = [ops.cast(s, xp.dtype) for s in given[d * S:(d + 1) * S]]
-            prepared = cell.step_params()
-
-            def step(xp_t: Any, states: Any, cell: UniRNNCell = cell,
-                     prepared: Any = prepared) -> tuple[Any, list[Any]]:
-                if not HOIST_INPUT_PROJECTION:
-                    xp_t = cell.project(xp_t)
-                return cell.recurrent_step(prepared, xp_t, states)
-
-            # Keras' loop: a masked step keeps the state and outputs zero; go_backwards
-            # reverses inputs and mask (Keras' Bidirectional backward layer).
-            _, y, states = keras.src.backend.rnn(
-                step, xp, init, mask=valid, go_backwards=backward, zero_output_for_mask=True,
-                input_length=xp.shape[1], return_all_outputs=True,
-            )
-            outputs.append(ops.flip(y, axis=1) if backward else y)
-            finals.append(list(states))
-        y = outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=-1)
-        return y, finals
+        return [outputs, *(s for carry in finals for s in carry)]
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -474,30 +356,31 @@ def evaluate(
     x = np.asarray(x, dtype=name)
     check_input_shape(spec, tuple(x.shape))
     batch, steps = x.shape[:2]
-    layer = build(spec, weights, path=path, dtype=name, return_sequences=True,
-                  return_state=True)
     mask = None
     if lengths is not None:
         lens = check_lengths(lengths, batch, steps)
         mask = np.arange(steps)[None, :] < lens[:, None]
     state = None
     if initial_state is not None:
-        given = tuple(initial_state) if spec.family == "lstm" else (initial_state,)
-        arrays = [np.asarray(s, dtype=name) for s in given]
-        for label, array, shape in zip(("h0", "c0"), arrays, state_shapes(spec, batch)):
-            check_state_shape(spec, label, array.shape, shape)
+        arrays = [np.asarray(s, dtype=name)
+                  for s in check_stacked_state(spec, initial_state, batch)]
         state = [a[row] for row in range(arrays[0].shape[0]) for a in arrays]
+    cot = None
+    if cotangent is not None:
+        cot = np.asarray(cotangent, dtype=name)
+        check_cotangent(cot.shape, (batch, steps, spec.num_directions * spec.output_size))
+    layer = build(spec, weights, path=path, dtype=name, return_sequences=True,
+                  return_state=True)
 
     def run(inputs: Any) -> list[Any]:
         return layer(inputs, mask=mask, initial_state=state, training=False)
 
     grads = None
-    if cotangent is None:
+    if cot is None:
         result = run(x)
     else:
         from ._keras_gradients import gradients
 
-        cot = np.asarray(cotangent, dtype=name)
         result, dx, var_grads = gradients(layer, run, x, cot)
         grads = {"x": dx}
         for (k, direction), arrays in var_grads.items():

@@ -4,8 +4,13 @@
 ``Bidirectional``, a ``Sequential``/model or list stacking them, ``.weights.h5`` and
 ``.keras`` files, and unirnn's own Keras layers; the spec is inferred from the layers'
 configs. ``to_keras`` gives Keras' own layers when they compute the spec exactly, else
-unirnn's custom layer. Layouts are in :mod:`unirnn.backends._keras_layout`: Keras' one-bias
+unirnn's custom layer. Layouts are in :mod:`unirnn.layouts.keras`: Keras' one-bias
 layers fold ``b_x + b_h`` on export and import the sum into ``b_x`` (``b_h`` = 0).
+
+:func:`read_file` and :func:`write_file` are ``unirnn.read``/``unirnn.write`` for Keras'
+files: a ``.keras`` model file, or a ``.weights.h5`` file of the model :func:`keras_model`
+builds, whose HDF5 root attributes carry the spec (:data:`unirnn.layouts.SPEC_KEY`) and
+the path its layers took (:data:`unirnn.layouts.keras.KERAS_PATH_KEY`).
 
 Example:
     >>> import unirnn
@@ -20,27 +25,32 @@ Example:
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
 from .._spec import Spec
-from .._weights import Weights, check_weights, weight_name
-from ..backends._keras_layout import (
-    NATIVE_CLASSES,
-    from_native_arrays,
-    native_config,
-    to_native_arrays,
-    unirnn_activation,
-)
+from .._weights import Weights, check_weights, init_weights, weight_name
 from ..backends.keras import PATHS, UniRNN, check_dtype, native_problem_here
 from ..backends.keras import build as build_keras
+from ..layouts import SPEC_KEY, same_spec
+from ..layouts.keras import (
+    CELL_VARS,
+    FAMILIES,
+    KERAS_PATH_KEY,
+    NATIVE_CLASSES,
+    from_native_arrays,
+    layer_keywords,
+    native_config,
+    spec_from_arrays,
+    to_native_arrays,
+)
 
-__all__ = ["from_keras", "to_keras"]
-
-_FAMILY = {"SimpleRNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
+__all__ = ["from_keras", "keras_model", "read_file", "to_keras", "write_file"]
 
 
 def to_keras(
@@ -183,7 +193,7 @@ def _recurrent_config(layer: Any) -> tuple[Any, dict[str, Any]]:
 def _native_inner(layer: Any, inner: Any) -> Any:
     """``inner`` (``layer`` itself or a direction of it), checked to be a built Keras RNN."""
     name = type(inner).__name__
-    if name not in _FAMILY or not isinstance(inner, getattr(keras.layers, name)):
+    if name not in FAMILIES or not isinstance(inner, getattr(keras.layers, name)):
         raise ValueError(
             f"expected keras.layers.LSTM, GRU, SimpleRNN or Bidirectional of one; received "
             f"{type(inner).__name__} {getattr(inner, 'name', '')!r}"
@@ -197,26 +207,8 @@ def _native_inner(layer: Any, inner: Any) -> Any:
 
 def _inner_keywords(inner: Any, bidirectional: bool) -> dict[str, Any]:
     """The spec keywords a built Keras ``SimpleRNN``/``LSTM``/``GRU`` computes."""
-    family = _FAMILY[type(inner).__name__]
-    config = inner.get_config()
-    keywords: dict[str, Any] = {
-        "family": family,
-        "input_size": int(inner.cell.kernel.shape[0]),
-        "hidden_size": int(config["units"]),
-        "bias": bool(config.get("use_bias", True)),
-        "bidirectional": bidirectional,
-    }
-    act = unirnn_activation(config.get("activation"))
-    if family == "rnn":
-        keywords["activations"] = {"h": act}
-    else:
-        gate = unirnn_activation(config.get("recurrent_activation"))
-        if family == "lstm":
-            keywords["activations"] = {"i": gate, "f": gate, "o": gate, "g": act, "c": act}
-        else:
-            keywords["activations"] = {"r": gate, "z": gate, "n": act}
-            keywords["reset"] = "after" if config.get("reset_after", True) else "before"
-    return keywords
+    return layer_keywords(type(inner).__name__, inner.get_config(),
+                          int(inner.cell.kernel.shape[0]), bidirectional)
 
 
 def _from_stack(layers: Sequence[Any]) -> tuple[Spec, Weights]:
@@ -282,11 +274,11 @@ def _from_file(path: str, model: Any, spec: Spec | None) -> tuple[Spec, Weights]
         groups: list[list[np.ndarray]] = []
 
         def visit(name: str, item: Any) -> None:
-            if name.endswith("cell/vars") and len(item):
+            if name.endswith(CELL_VARS) and len(item):
                 groups.append([np.asarray(item[str(i)]) for i in range(len(item))])
 
         f.visititems(visit)
-    inferred = spec or _infer_spec(path, groups)
+    inferred = spec or spec_from_arrays(groups, path)
     if len(groups) != inferred.num_layers * inferred.num_directions:
         raise ValueError(
             f"{path}: holds {len(groups)} recurrent layer directions; the spec needs "
@@ -304,23 +296,88 @@ def _from_file(path: str, model: Any, spec: Spec | None) -> tuple[Spec, Weights]
     return inferred, check_weights(inferred, out)
 
 
-def _infer_spec(path: str, groups: list[list[np.ndarray]]) -> Spec:
-    if len(groups) not in (1, 2):
-        raise ValueError(
-            f"{path}: holds {len(groups)} recurrent layer directions; only one layer (or one "
-            "Bidirectional) can be inferred from a weights file. Pass model= or spec="
-        )
-    arrays = groups[0]
-    kernel, recurrent = arrays[0], arrays[1]
-    hidden = recurrent.shape[0]
-    gates = recurrent.shape[1] // hidden
-    family = {1: "rnn", 4: "lstm", 3: "gru"}.get(gates)
-    if family is None:
-        raise ValueError(f"{path}: recurrent kernel {recurrent.shape} fits no Keras RNN layer")
-    keywords: dict[str, Any] = {"bias": len(arrays) == 3, "bidirectional": len(groups) == 2}
-    if family == "gru":
-        if len(arrays) == 2:
-            raise ValueError(f"{path}: a GRU without bias does not record reset_after; "
-                             "pass model= or spec=")
-        keywords["reset"] = "after" if arrays[2].ndim == 2 else "before"
-    return Spec(family, int(kernel.shape[0]), int(hidden), **keywords)
+def _h5py(what: str) -> Any:
+    try:
+        import h5py
+    except ModuleNotFoundError as err:
+        raise ImportError(f"{what} needs h5py, which is not installed; install it with: "
+                          "pip install 'unirnn[keras]'") from err
+    return h5py
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def keras_model(spec: Spec, weights: Mapping[str, Any], path: str = "auto") -> keras.Sequential:
+    """A Keras ``Sequential`` of ``spec``: one ``Input``, then the layers :func:`to_keras`
+    gives (``path`` as there). The model a ``.weights.h5`` file of :func:`write_file`
+    belongs to."""
+    layer = to_keras(spec, weights, path=path)
+    layers = list(layer.layers) if isinstance(layer, keras.Sequential) else [layer]
+    return keras.Sequential([keras.Input((None, spec.input_size)), *layers])
+
+
+def read_file(path: Path, spec: Spec | None) -> tuple[Spec, Weights]:
+    """``(spec, weights)`` of a ``.keras`` or ``.weights.h5`` file.
+
+    A weights file written by :func:`write_file` carries its spec and path; it is loaded
+    into the model :func:`keras_model` rebuilds from them. Other weights files are read as
+    :func:`from_keras` reads them (``spec`` or the arrays' shapes).
+
+    Raises:
+        ValueError: not a Keras file; ``spec`` differs from the one the file holds.
+    """
+    name = str(path)
+    if path.name.lower().endswith(".keras"):
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{name!r} is not a Keras model file: expected a .keras zip "
+                             f"archive written by model.save()")
+        held, weights = from_keras(name)
+        return same_spec(spec, held, repr(name)), weights
+    h5py = _h5py(f"reading {name!r} (a Keras weights file)")
+    if not h5py.is_hdf5(name):
+        raise ValueError(f"{name!r} is not a Keras weights file: expected an HDF5 file "
+                         f"written by model.save_weights()")
+    with h5py.File(name, "r") as handle:
+        carried = handle.attrs.get(SPEC_KEY)
+        keras_path = handle.attrs.get(KERAS_PATH_KEY)
+    if carried is None:
+        return from_keras(name, spec=spec)
+    carried_spec = same_spec(spec, Spec.from_json(_text(carried)), repr(name))
+    model = keras_model(carried_spec, init_weights(carried_spec),
+                        path=_text(keras_path) if keras_path is not None else "auto")
+    model.load_weights(name)
+    read_spec, weights = from_keras(model)
+    if read_spec != carried_spec:
+        raise ValueError(f"{name!r}: the model rebuilt from the file's spec "
+                         f"{carried_spec.to_json()} reads as {read_spec.to_json()}")
+    return carried_spec, weights
+
+
+def write_file(path: Path, spec: Spec, weights: Mapping[str, Any]) -> str:
+    """Write ``spec`` and ``weights`` as a ``.keras`` model file or a ``.weights.h5`` file
+    of :func:`keras_model` (the spec and path in its root attributes), in place.
+
+    Returns:
+        Where the spec travels, in words.
+
+    Raises:
+        ValueError: a name ending neither in ``.keras`` nor in ``.weights.h5``.
+    """
+    name = path.name.lower()
+    if not name.endswith((".keras", ".weights.h5")):
+        raise ValueError(f"{str(path)!r}: a Keras file's name must end in .keras (model "
+                         f"file) or .weights.h5 (weights file); received {path.name!r}")
+    model = keras_model(spec, check_weights(spec, weights))
+    if name.endswith(".keras"):
+        model.save(path)
+        return "the .keras model's layer configs"
+    h5py = _h5py("writing a Keras weights file")
+    model.save_weights(path)
+    layer = model.layers[-1]
+    resolved = layer.resolved_path if isinstance(layer, UniRNN) else "native"
+    with h5py.File(path, "a") as handle:
+        handle.attrs[SPEC_KEY] = spec.to_json()
+        handle.attrs[KERAS_PATH_KEY] = resolved
+    return f"the weights file's {SPEC_KEY!r} attribute"

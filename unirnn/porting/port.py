@@ -3,6 +3,9 @@
 Sources are recognised the einops way: a framework is only consulted when it is already
 imported (``sys.modules``), since an object of that framework cannot exist otherwise.
 
+This module is a dispatch table: each ``porting/<framework>.py`` owns reading and writing
+its framework's objects and files, and the layout facts live in :mod:`unirnn.layouts`.
+
 Files: :func:`read` reads and :func:`write` writes each framework's own file format, and
 every format carries the spec where its native loaders ignore it, so a custom cell (a GELU
 update gate, a ReLU LSTM, a reset-before GRU) reads back as itself, not as the standard
@@ -25,73 +28,73 @@ cell its tensors also fit:
 
 from __future__ import annotations
 
-import importlib
 import os
-import pickle
 import sys
-import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from .._extras import require
 from .._spec import Spec
-from .._weights import Weights, check_weights, init_weights
+from .._weights import Weights, check_weights
 from ..backends import BACKENDS, build
+from ..layouts import same_spec
 
 __all__ = ["FILE_FORMATS", "file_format_of", "keras_model", "port", "read", "write"]
 
-FILE_FORMATS: Mapping[str, tuple[str, ...]] = {
-    "unirnn": (".safetensors",),
-    "torch": (".pt", ".pth"),
-    "keras": (".keras", ".weights.h5"),
-    "flax": (".msgpack",),
+
+@dataclass(frozen=True)
+class _Format:
+    """A file format: the names that select it and the module that reads and writes it."""
+
+    suffixes: tuple[str, ...]  # written (first: the default)
+    read_suffixes: tuple[str, ...]  # also read
+    module: str  # has read_file(path, spec[, cell]) and write_file(path, spec, weights[, cell])
+    framework: str | None  # imported first, for a clear error when it is missing
+    label: str  # "a {label} file"
+    description: str  # what the file holds
+
+
+_FORMATS: Mapping[str, _Format] = {
+    "unirnn": _Format((".safetensors",), (), "unirnn._file", None, "unirnn", "unirnn"),
+    "torch": _Format((".pt", ".pth"), (), "unirnn.porting.torch", "torch", "torch",
+                     "torch state dict"),
+    "keras": _Format((".keras", ".weights.h5"), (".h5",), "unirnn.porting.keras", "keras",
+                     "Keras", "Keras"),
+    "flax": _Format((".msgpack",), (".flax",), "unirnn.porting.flax", "flax", "Flax",
+                    "Flax parameters"),
 }
+
+FILE_FORMATS: Mapping[str, tuple[str, ...]] = {k: f.suffixes for k, f in _FORMATS.items()}
 """File format -> the file name endings that select it (first: the default)."""
-
-_READ_SUFFIXES = {**FILE_FORMATS, "keras": (".keras", ".weights.h5", ".h5"),
-                  "flax": (".msgpack", ".flax")}
-
-SPEC_KEY = "unirnn.spec"
-"""Where a file carries the spec: torch ``_metadata[""]``, Keras weights-file attribute."""
-
-KERAS_PATH_KEY = "unirnn.keras_path"
-FLAX_ENTRY = "unirnn"
-
-# framework -> the pip extra that installs it
-_EXTRAS = {"torch": "torch", "keras": "keras", "tensorflow": "keras", "jax": "flax",
-           "flax": "flax", "h5py": "keras"}
-
-
-def require(framework: str, what: str) -> Any:
-    """Import ``framework`` for ``what``, or raise an ImportError naming the extra."""
-    try:
-        return importlib.import_module(framework)
-    except ModuleNotFoundError as err:
-        missing = (err.name or framework).split(".")[0]
-        extra = _EXTRAS.get(missing, _EXTRAS.get(framework, framework))
-        raise ImportError(
-            f"{what} needs {missing}, which is not installed; install it with: "
-            f"pip install 'unirnn[{extra}]'"
-        ) from err
 
 
 def file_format_of(path: str | os.PathLike[str], explicit: str | None = None) -> str:
     """The file format (a key of :data:`FILE_FORMATS`) of ``path``, from its name."""
     if explicit is not None:
-        if explicit not in FILE_FORMATS:
-            raise ValueError(f"file format: expected one of {', '.join(FILE_FORMATS)}; "
+        if explicit not in _FORMATS:
+            raise ValueError(f"file format: expected one of {', '.join(_FORMATS)}; "
                              f"received {explicit!r}")
         return explicit
     name = os.fspath(path).lower()
-    for fmt, suffixes in _READ_SUFFIXES.items():
-        if name.endswith(suffixes):
+    for fmt, info in _FORMATS.items():
+        if name.endswith(info.suffixes + info.read_suffixes):
             return fmt
     raise ValueError(
         f"cannot tell the format of {os.fspath(path)!r} from its name; expected one of "
         f"{', '.join(s for ss in FILE_FORMATS.values() for s in ss)}"
     )
+
+
+def _format_module(fmt: str, what: str) -> Any:
+    info = _FORMATS[fmt]
+    if info.framework is not None:
+        require(info.framework, what)
+    return require(info.module, what)
+
+
+# -- sources, recognised the einops way: a framework is consulted only when imported ------
 
 
 def _first_leaf(tree: Any) -> Any:
@@ -129,38 +132,42 @@ def _is_flax(obj: Any) -> bool:
     )
 
 
-def _same_spec(given: Spec | None, carried: Spec, where: str) -> Spec:
-    """The carried spec, after checking it against a given one."""
-    if given is not None and given != carried:
-        raise ValueError(
-            f"spec: {where} carries the spec {carried.to_json()}; received a different spec "
-            f"{given.to_json()}. Leave spec (--spec) out to use the file's own"
-        )
-    return carried
+def _is_numpy_module(obj: Any) -> bool:
+    from ..backends.numpy import NumpyRNN
+
+    return isinstance(obj, NumpyRNN)
 
 
-def _spec_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray):
-        return value.astype(np.uint8).tobytes().decode()
-    return str(value)
+def _read_numpy_module(obj: Any, spec: Spec | None, cell: str | None) -> tuple[Spec, Weights]:
+    return same_spec(spec, obj.spec, "the module"), obj.weights
 
 
-def flax_carried_spec(tree: Mapping[str, Any]) -> tuple[Mapping[str, Any], Spec | None]:
-    """``(params tree, spec)`` of a Flax tree, with the ``"unirnn"`` entry taken out."""
-    if FLAX_ENTRY not in tree or not isinstance(tree[FLAX_ENTRY], Mapping):
-        return tree, None
-    entry = tree[FLAX_ENTRY]
-    if "spec" not in entry:
-        raise ValueError(f"Flax tree: the {FLAX_ENTRY!r} entry holds no 'spec'; expected "
-                         f"{{'spec': <the spec's JSON>}} as written by unirnn")
-    try:
-        spec = Spec.from_json(_spec_text(entry["spec"]))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"Flax tree: the {FLAX_ENTRY!r} entry's spec is not a unirnn spec "
-                         f"({err})") from None
-    return {k: v for k, v in tree.items() if k != FLAX_ENTRY}, spec
+def _read_keras(obj: Any, spec: Spec | None, cell: str | None) -> tuple[Spec, Weights]:
+    from .keras import from_keras
+
+    return from_keras(obj) if spec is None else from_keras(obj, spec=spec)
+
+
+def _read_torch(obj: Any, spec: Spec | None, cell: str | None) -> tuple[Spec, Weights]:
+    from .torch import from_torch
+
+    return from_torch(obj, spec=spec)
+
+
+def _read_flax(obj: Any, spec: Spec | None, cell: str | None) -> tuple[Spec, Weights]:
+    from .flax import from_flax
+
+    return from_flax(obj, cell=cell, spec=spec)
+
+
+_SOURCES: tuple[tuple[Callable[[Any], bool], Callable[..., tuple[Spec, Weights]]], ...] = (
+    (_is_numpy_module, _read_numpy_module),
+    # Keras first: on the torch backend a Keras layer is also a torch.nn.Module.
+    (_is_keras, _read_keras),
+    (_is_torch, _read_torch),
+    (_is_flax, _read_flax),
+)
+"""(recognises the object, reads it): the first that recognises a source reads it."""
 
 
 def read(obj: Any, *, spec: Spec | None = None, cell: str | None = None,
@@ -190,27 +197,9 @@ def read(obj: Any, *, spec: Spec | None = None, cell: str | None = None,
         return obj[0], check_weights(obj[0], obj[1])
     if isinstance(obj, (str, os.PathLike)):
         return _read_path(Path(obj), spec=spec, cell=cell, file_format=file_format)
-    from ..backends.numpy import NumpyRNN
-
-    if isinstance(obj, NumpyRNN):
-        return obj.spec, obj.weights
-    # Keras first: on the torch backend a Keras layer is also a torch.nn.Module.
-    if _is_keras(obj):
-        from .keras import from_keras
-
-        return from_keras(obj)
-    if _is_torch(obj):
-        from .torch import from_torch
-
-        return from_torch(obj, spec=spec)
-    if _is_flax(obj):
-        from .flax import from_flax
-
-        if isinstance(obj, Mapping):
-            obj, carried = flax_carried_spec(obj)
-            if carried is not None:
-                spec = _same_spec(spec, carried, "the Flax tree")
-        return from_flax(obj, cell=cell, spec=spec)
+    for recognises, reader in _SOURCES:
+        if recognises(obj):
+            return reader(obj, spec, cell)
     raise ValueError(
         f"cannot read a {type(obj).__module__}.{type(obj).__qualname__}: expected a "
         "(spec, weights) pair, a module built by unirnn, a torch nn.RNN/LSTM/GRU or state "
@@ -229,118 +218,20 @@ def _read_path(path: Path, *, spec: Spec | None, cell: str | None,
         if file_format is not None:
             raise
         raise ValueError(
-            f"{str(path)!r}: unknown file type; expected .safetensors (unirnn), .pt/.pth "
-            f"(torch state dict), .keras/.weights.h5 (Keras) or .msgpack (Flax parameters)"
+            f"{str(path)!r}: unknown file type; expected "
+            + ", ".join(f"{'/'.join(f.suffixes)} ({f.description})" for f in _FORMATS.values())
         ) from None
-    if fmt == "unirnn":
-        from .._file import load
-
-        loaded_spec, weights = load(path)
-        return _same_spec(spec, loaded_spec, repr(str(path))), weights
-    if fmt == "torch":
-        return _read_torch(path, spec)
-    if fmt == "keras":
-        return _read_keras(path, spec)
-    return _read_flax(path, spec, cell)
-
-
-def _read_torch(path: Path, spec: Spec | None) -> tuple[Spec, Weights]:
-    torch = require("torch", f"reading {str(path)!r} (a torch file)")
-    from .torch import from_torch
-
-    with path.open("rb") as handle:
-        head = handle.read(2)
-    # torch.save writes a zip archive (or, in the legacy format, a pickle: byte 0x80)
-    if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
-        raise ValueError(
-            f"{str(path)!r} is not a torch file: expected a state dict saved with "
-            f"torch.save(module.state_dict(), path) (a zip archive); received {head!r}... "
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        detail = next((line.strip() for line in str(err).splitlines()
-                       if "WeightsUnpickler error" in line), str(err).splitlines()[0])
-        if "Unsupported global" in str(err):
-            raise ValueError(
-                f"{str(path)!r} holds more than tensors, and unirnn loads torch files with "
-                f"weights_only=True (no code from the file runs): expected a state_dict "
-                f"saved with torch.save(module.state_dict(), path) ({detail})"
-            ) from None
-        raise ValueError(f"{str(path)!r} is not a readable torch file: expected a state dict "
-                         f"saved with torch.save; torch.load failed ({detail})") from None
-    except (RuntimeError, EOFError, KeyError, OSError) as err:
-        raise ValueError(f"{str(path)!r} is not a readable torch file: expected a state dict "
-                         f"saved with torch.save; torch.load failed ({type(err).__name__}: "
-                         f"{err})") from None
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{str(path)!r}: expected a state dict (a mapping of names to "
-                         f"tensors); received a {type(state).__name__}")
-    return from_torch(state, spec=spec)
-
-
-def _read_keras(path: Path, spec: Spec | None) -> tuple[Spec, Weights]:
-    require("keras", f"reading {str(path)!r} (a Keras file)")
-    from .keras import from_keras
-
-    name = str(path)
-    if path.name.lower().endswith(".keras"):
-        if not zipfile.is_zipfile(path):
-            raise ValueError(f"{name!r} is not a Keras model file: expected a .keras zip "
-                             f"archive written by model.save()")
-        return from_keras(name)
-    h5py = require("h5py", f"reading {name!r} (a Keras weights file)")
-    if not h5py.is_hdf5(name):
-        raise ValueError(f"{name!r} is not a Keras weights file: expected an HDF5 file "
-                         f"written by model.save_weights()")
-    with h5py.File(name, "r") as handle:
-        carried = handle.attrs.get(SPEC_KEY)
-        keras_path = handle.attrs.get(KERAS_PATH_KEY)
-    if carried is None:
-        return from_keras(name) if spec is None else from_keras(name, spec=spec)
-    carried_spec = _same_spec(spec, Spec.from_json(_spec_text(carried)), repr(name))
-    model = keras_model(carried_spec, init_weights(carried_spec),
-                        path=_spec_text(keras_path) if keras_path is not None else "auto")
-    model.load_weights(name)
-    read_spec, weights = from_keras(model)
-    if read_spec != carried_spec:
-        raise ValueError(f"{name!r}: the model rebuilt from the file's spec "
-                         f"{carried_spec.to_json()} reads as {read_spec.to_json()}")
-    return carried_spec, weights
-
-
-def _read_flax(path: Path, spec: Spec | None, cell: str | None) -> tuple[Spec, Weights]:
-    serialization = require("flax.serialization", f"reading {str(path)!r} (a Flax file)")
-    from .flax import from_flax
-
-    try:
-        tree = serialization.msgpack_restore(path.read_bytes())
-    except Exception as err:  # msgpack raises its own exception types
-        raise ValueError(
-            f"{str(path)!r} is not a Flax parameter file: expected msgpack bytes written by "
-            f"flax.serialization.msgpack_serialize / to_bytes; could not read it "
-            f"({type(err).__name__}: {err})"
-        ) from None
-    if not isinstance(tree, Mapping):
-        raise ValueError(f"{str(path)!r}: expected a msgpack'd parameter tree (a mapping); "
-                         f"received a {type(tree).__name__}")
-    tree, carried = flax_carried_spec(tree)
-    if carried is not None:
-        spec = _same_spec(spec, carried, repr(str(path)))
-    return from_flax(tree, cell=cell, spec=spec)
+    info = _FORMATS[fmt]
+    module = _format_module(fmt, f"reading {str(path)!r} (a {info.label} file)")
+    if fmt == "flax":
+        return module.read_file(path, spec, cell)  # type: ignore[no-any-return]
+    return module.read_file(path, spec)  # type: ignore[no-any-return]
 
 
 def keras_model(spec: Spec, weights: Mapping[str, Any], path: str = "auto") -> Any:
-    """A Keras ``Sequential`` of ``spec``: one ``Input``, then the layers ``to_keras`` gives.
-
-    The model a ``.weights.h5`` file of :func:`write` belongs to.
-    """
-    keras = require("keras", "a Keras model")
-    from .keras import to_keras
-
-    layer = to_keras(spec, weights, path=path)
-    layers = list(layer.layers) if isinstance(layer, keras.Sequential) else [layer]
-    return keras.Sequential([keras.Input((None, spec.input_size)), *layers])
+    """A Keras ``Sequential`` of ``spec``: the model a ``.weights.h5`` file belongs to
+    (:func:`unirnn.porting.keras.keras_model`)."""
+    return _format_module("keras", "a Keras model").keras_model(spec, weights, path=path)
 
 
 def write(path: str | os.PathLike[str], spec: Spec, weights: Mapping[str, Any], *,
@@ -357,44 +248,10 @@ def write(path: str | os.PathLike[str], spec: Spec, weights: Mapping[str, Any], 
     """
     fmt = file_format_of(path, file_format)
     weights = check_weights(spec, weights)
-    target = Path(path)
-    if fmt == "unirnn":
-        from .._file import save_file
-
-        save_file(target, spec, weights)
-        return "the .safetensors metadata"
-    if fmt == "torch":
-        torch = require("torch", "writing a torch file")
-        from .torch import to_torch
-
-        torch.save(to_torch(spec, weights), target)
-        return f"the state dict's _metadata[''][{SPEC_KEY!r}]"
+    module = _format_module(fmt, f"writing a {_FORMATS[fmt].label} file")
     if fmt == "flax":
-        serialization = require("flax.serialization", "writing a Flax file")
-        from .flax import to_flax
-
-        tree = dict(to_flax(spec, weights, cell=cell))
-        tree[FLAX_ENTRY] = {"spec": np.frombuffer(spec.to_json().encode(), np.uint8).copy()}
-        target.write_bytes(serialization.msgpack_serialize(tree))
-        return f"the tree's {FLAX_ENTRY!r} entry, beside 'params'"
-    name = target.name.lower()
-    if not name.endswith((".keras", ".weights.h5")):
-        raise ValueError(f"{str(target)!r}: a Keras file's name must end in .keras (model "
-                         f"file) or .weights.h5 (weights file); received {target.name!r}")
-    require("keras", "writing a Keras file")
-    model = keras_model(spec, weights)
-    if name.endswith(".keras"):
-        model.save(target)
-        return "the .keras model's layer configs"
-    from ..backends.keras import UniRNN
-
-    model.save_weights(target)
-    custom = any(isinstance(layer, UniRNN) for layer in model.layers)
-    h5py = require("h5py", "writing a Keras weights file")
-    with h5py.File(target, "a") as handle:
-        handle.attrs[SPEC_KEY] = spec.to_json()
-        handle.attrs[KERAS_PATH_KEY] = "custom" if custom else "native"
-    return f"the weights file's {SPEC_KEY!r} attribute"
+        return module.write_file(Path(path), spec, weights, cell)  # type: ignore[no-any-return]
+    return module.write_file(Path(path), spec, weights)  # type: ignore[no-any-return]
 
 
 def port(obj: Any, to: str, *, spec: Spec | None = None, cell: str | None = None,

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from ._file import load
-from ._spec import Spec
-from ._weights import Weights
-from .backends import build, framework_installed
-from .porting.port import FILE_FORMATS, file_format_of
+from .. import __version__
+from .._file import load
+from .._spec import Spec
+from .._weights import Weights
+from ..backends import build, framework_installed
+from ..porting.port import FILE_FORMATS, file_format_of
 
 __all__ = ["main"]
 
@@ -35,31 +35,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from .demo import run_demo
 
     _prepare_frameworks()
     return run_demo()
 
 
-def _installed_backends() -> list[str]:
-    from .backends import BACKENDS
-
-    return [
-        name for name, info in BACKENDS.items()
-        if info.framework is None or framework_installed(info.framework)
-    ]
-
-
 def _read_source(source: str, spec_path: str | None, cell: str | None
                  ) -> tuple[Spec, Weights]:
-    from .porting.port import read
+    from ..porting.port import read
 
     return read(source, spec=_spec_file(spec_path), cell=cell)
 
 
 def _dtypes(text: str) -> list[str]:
     """``--dtypes``: a comma-separated list of the dtypes ``check`` has tolerances for."""
-    from ._check import TOLERANCE
+    from .check import TOLERANCE
 
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in TOLERANCE]
@@ -72,7 +63,7 @@ def _dtypes(text: str) -> list[str]:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from ._check import default_cases, format_rows, make_case, run_check
+    from .check import default_cases, format_rows, make_case, run_check
 
     if args.source is None:
         cases = default_cases()
@@ -117,7 +108,7 @@ def _staged_name(target: Path, fmt: str) -> str:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .porting.port import read, write
+    from ..porting.port import read, write
 
     target = Path(args.dst)
     fmt = _format_of(args.dst, args.to)
@@ -170,8 +161,8 @@ def _probe(spec: Spec, weights: Weights, path: Path, fmt: str, given: Spec | Non
            cell: str | None, shown_as: str) -> _Probe:
     """Read ``path`` back as a user would (no spec unless ``--spec`` was given), run it on
     its framework in float64 and compare with the source run on the numpy backend."""
-    from .backends import backend_module
-    from .porting.port import read
+    from ..backends import backend_module
+    from ..porting.port import read
 
     backend = {"unirnn": "numpy"}.get(fmt, fmt)
     rng = np.random.default_rng(0)
@@ -240,10 +231,12 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser(
         "check",
-        help="run the same weights on every installed backend; table of max errors",
+        help="check every installed backend's consistency with the float64 numpy backend",
         description="Run one spec (or file) or a default set of specs on every installed "
         "backend (each Keras backend in its own subprocess, CUDA when present) and print "
-        "max errors against the float64 numpy backend. Exits 1 when a backend is out of "
+        "max errors against the float64 numpy backend: a consistency check between "
+        "unirnn's backends, which share the cell math (the test suite judges every backend, "
+        "numpy included, against an independent oracle). Exits 1 when a backend is out of "
         "tolerance.",
     )
     check.add_argument("source", nargs="?", help="a spec .json file, or any model file "

@@ -4,6 +4,11 @@ Each backend's outputs and final state are compared with the float64 numpy backe
 gradients (of ``sum(outputs * cotangent)`` with respect to the input and every canonical
 weight) with central finite differences of the float64 numpy backend. Keras runs once
 per Keras backend, each in its own subprocess (Keras picks its backend once per process).
+
+This is a consistency check between unirnn's backends, which share the cell math of
+:mod:`unirnn._cells`: it cannot see a bug in that shared math. The test suite is the
+judge of correctness: it compares every backend, numpy included, with an independent
+float64 oracle written from the equations (``tests/oracle.py``) and with golden values.
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from ._evaluation import Evaluation
-from ._spec import Spec, gru, lstm, rnn
-from ._weights import Weights, check_weights, weight_shapes
-from .backends import framework_installed
-from .backends import numpy as numpy_backend
+from .._evaluation import Evaluation
+from .._spec import Spec, gru, lstm, rnn
+from .._weights import Weights, check_weights, weight_shapes
+from ..backends import framework_installed
+from ..backends import numpy as numpy_backend
 
 __all__ = [
     "Case", "CheckRow", "default_cases", "finite_difference_gradients", "format_rows", "make_case",
@@ -311,7 +316,7 @@ def _keras_rows(cases: list[Case], dtypes: list[str],
                    "TF_CPP_MIN_LOG_LEVEL": "3"}
             result = subprocess.run(
                 [sys.executable, "-c",
-                 "import sys; from unirnn._check import _keras_worker; "
+                 "import sys; from unirnn.tools.check import _keras_worker; "
                  "_keras_worker(sys.argv[1], sys.argv[2])", str(path), ",".join(dtypes)],
                 capture_output=True, text=True, env=env, check=False,
             )

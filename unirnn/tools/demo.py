@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from ._check import format_rows, make_case, run_check
-from ._file import load, save_file
-from ._spec import Spec, gru, lstm
-from ._weights import Weights, init_weights
-from .backends import build, explain, framework_installed
+from .._file import load, save_file
+from .._spec import Spec, gru, lstm
+from .._weights import Weights, init_weights
+from ..backends import build, explain, framework_installed
+from .check import format_rows, make_case, run_check
 
 __all__ = ["run_demo"]
 
@@ -71,7 +71,7 @@ def _train_torch(spec: Spec, seed: int = 0) -> tuple[Weights, float, float, Any]
         optimiser.step()
     with torch.no_grad():
         after = float(loss_on(x_test, y_test))
-    from .porting.torch import from_torch
+    from ..porting.torch import from_torch
 
     _, weights = from_torch(rnn)
     return weights, before, after, rnn
@@ -144,7 +144,7 @@ def _enable_jax_x64() -> None:
 def _run_ported(source: Any, x: np.ndarray) -> dict[str, np.ndarray]:
     """``source`` (the trained torch module, or a ``(spec, weights)`` pair) ported with
     :func:`unirnn.port` to each installed framework and run there natively on ``x``."""
-    from .porting.port import port
+    from ..porting.port import port
 
     results: dict[str, np.ndarray] = {}
     if _installed("torch"):
