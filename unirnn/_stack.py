@@ -37,11 +37,11 @@ Carry = tuple[Any, ...]
 class StackOps(Protocol):
     """What the stack runner needs of a backend's array library (time axis 0)."""
 
-    def concat(self, xs: Sequence[Array]) -> Array:
+    def concat(self, xs: list[Array]) -> Array:
         """Concatenate along the last axis."""
         ...
 
-    def stack(self, xs: Sequence[Array]) -> Array:
+    def stack(self, xs: list[Array]) -> Array:
         """Stack along a new leading axis."""
         ...
 
@@ -66,7 +66,7 @@ class Scan(Protocol):
     """A backend's run of one layer and direction, in time order (the runner reverses)."""
 
     def __call__(self, layer: int, direction: str, x: Array, carry: Carry,
-                 valid: Array | None) -> tuple[Array, Carry]:
+                 valid: Array | None, /) -> tuple[Array, Carry]:
         """``x`` ``(T, N, I_k)``; ``valid`` ``(T, N, 1)`` booleans or ``None`` (all valid).
 
         Returns outputs ``(T, N, P)``, zero where ``valid`` is false, and the carry after
