@@ -17,8 +17,8 @@ from equivalence import KERAS_BACKEND
 from support import framework
 
 import unirnn
-from unirnn.tools.cli import main
 from unirnn.porting.port import keras_model, read
+from unirnn.tools.cli import main
 
 FORMATS = {"unirnn": "model.safetensors", "torch": "model.pt", "keras": "model.keras",
            "keras-weights": "model.weights.h5", "flax": "model.msgpack"}

@@ -194,7 +194,8 @@ def test_errors_name_what_was_expected():
         model.apply(variables, jnp.ones((2, 5, 3)), seq_lengths=np.array([5, 6]))
     with pytest.raises(ValueError, match="initial_carry.*expected a tuple of 1"):
         model.apply(variables, jnp.ones((2, 5, 3)), initial_carry=jnp.zeros((2, 4)))
-    with pytest.raises(ValueError, match=r"initial_carry\[0\]: expected shapes"):
+    with pytest.raises(ValueError,
+                       match=r"initial_carry\[0\] \(layer 0, forward, h\): expected shape"):
         model.apply(variables, jnp.ones((2, 5, 3)), initial_carry=(jnp.zeros((2, 5)),))
     with pytest.raises(ValueError, match="reverse: expected a unidirectional"):
         bidir = unirnn.build(unirnn.gru(3, 4, bidirectional=True), backend="flax", reverse=True)

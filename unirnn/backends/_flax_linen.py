@@ -13,21 +13,17 @@ from flax import linen as nn
 
 from .._cells import make_cell
 from .._spec import Spec
-from .._weights import kernel_layout_shapes, to_kernel_layout
+from ..layouts.flax import cell_name, layer_weights
+from ..layouts.kernels import kernel_layout_shapes, to_kernel_layout
 from ._flax_scan import (
     KERNEL,
     Array,
     JaxOps,
     _constant,
-    _layer_weights,
+    apply_cell,
     apply_stack,
-    cell_name,
-    compute_dtype,
     kernel_name,
     param_inits,
-    step_tensors,
-    to_flax_carry,
-    to_internal_carry,
     zero_carry,
 )
 
@@ -82,20 +78,8 @@ class UniCell(nn.RNNCellBase):
         }
         self.cell = make_cell(spec, JaxOps())
 
-    def cast_tensors(self, dtype: Any) -> dict[str, Array]:
-        """The parameters in the computation dtype ``dtype``."""
-        return {name: jnp.asarray(t, dtype) for name, t in self.tensors.items()}
-
     def __call__(self, carry: Any, inputs: Array) -> tuple[Any, Array]:
-        dtype = compute_dtype(self.dtype, inputs, self.tensors["input_kernel"])
-        tensors = self.cast_tensors(dtype)
-        xp = jnp.asarray(inputs, dtype) @ tensors["input_kernel"]
-        if "input_bias" in tensors:
-            xp = xp + tensors["input_bias"]
-        prepared = self.cell.prepare(step_tensors(self.spec, tensors))
-        internal = tuple(jnp.asarray(s, dtype) for s in to_internal_carry(self.spec, carry))
-        new, y = self.cell.step(prepared, xp, internal)
-        return to_flax_carry(self.spec, new), y
+        return apply_cell(self.cell, self.tensors, self.dtype, carry, inputs)
 
     @nn.nowrap
     def initialize_carry(self, rng: Array, input_shape: tuple[int, ...]) -> Any:
@@ -194,7 +178,7 @@ class UniRNN(nn.Module):
         cells = {
             (layer, direction): UniCell(
                 spec, spec.layer_input_size(layer), self.dtype, self.param_dtype,
-                None if self.weights is None else _layer_weights(self.weights, layer, direction),
+                None if self.weights is None else layer_weights(self.weights, layer, direction),
                 name=cell_name(layer, direction),
             )
             for layer in range(spec.num_layers)

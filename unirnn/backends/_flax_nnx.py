@@ -15,19 +15,15 @@ from flax.nnx.nn.recurrent import RNNCellBase
 
 from .._cells import make_cell
 from .._spec import Spec
-from .._weights import kernel_layout_shapes, to_kernel_layout
+from ..layouts.flax import cell_name, layer_weights
+from ..layouts.kernels import kernel_layout_shapes, to_kernel_layout
 from ._flax_scan import (
     KERNEL,
     JaxOps,
-    _layer_weights,
+    apply_cell,
     apply_stack,
-    cell_name,
-    compute_dtype,
     kernel_name,
     param_inits,
-    step_tensors,
-    to_flax_carry,
-    to_internal_carry,
     zero_carry,
 )
 
@@ -63,7 +59,7 @@ class UniCellNNX(RNNCellBase):
         shapes = kernel_layout_shapes(spec, in_features)
         inits = param_inits(spec.num_gates)
         if weights is not None:
-            layer = weights if "w_x" in weights else _layer_weights(weights, 0, "forward")
+            layer = weights if "w_x" in weights else layer_weights(weights, 0, "forward")
             given = to_kernel_layout(layer)
             for name in shapes:
                 setattr(self, name, nnx.Param(jnp.asarray(given[name], param_dtype)))
@@ -82,16 +78,7 @@ class UniCellNNX(RNNCellBase):
         return {name: getattr(self, name)[...] for name in self._names}
 
     def __call__(self, carry: Any, inputs: Any) -> tuple[Any, Any]:  # type: ignore[override]
-        tensors = self.tensors
-        dtype = compute_dtype(self.dtype, inputs, tensors["input_kernel"])
-        tensors = {k: jnp.asarray(v, dtype) for k, v in tensors.items()}
-        xp = jnp.asarray(inputs, dtype) @ tensors["input_kernel"]
-        if "input_bias" in tensors:
-            xp = xp + tensors["input_bias"]
-        prepared = self.cell.prepare(step_tensors(self.spec, tensors))
-        internal = tuple(jnp.asarray(s, dtype) for s in to_internal_carry(self.spec, carry))
-        new, y = self.cell.step(prepared, xp, internal)
-        return to_flax_carry(self.spec, new), y
+        return apply_cell(self.cell, self.tensors, self.dtype, carry, inputs)
 
     def initialize_carry(self, input_shape: tuple[int, ...], rngs: Any = None,
                          carry_init: Any = None) -> Any:
@@ -148,10 +135,9 @@ class UniRNNNNX(nnx.Module):
         self.unroll = unroll
         for layer in range(spec.num_layers):
             for direction in spec.directions:
-                layer_weights = None if weights is None else _layer_weights(weights, layer,
-                                                                            direction)
+                initial = None if weights is None else layer_weights(weights, layer, direction)
                 setattr(self, cell_name(layer, direction), UniCellNNX(
-                    spec, spec.layer_input_size(layer), weights=layer_weights, dtype=dtype,
+                    spec, spec.layer_input_size(layer), weights=initial, dtype=dtype,
                     param_dtype=param_dtype, rngs=rngs,
                 ))
         self.dropout = nnx.Dropout(spec.dropout, rngs=rngs) if spec.dropout > 0 else None

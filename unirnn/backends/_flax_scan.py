@@ -1,13 +1,15 @@
 """The jax half of the Flax backend, shared by its linen and nnx modules.
 
-The jax ops and activations, the parameter layout (canonical weights <-> fused Flax
-kernels), carry conversions and the time loop as pure functions over arrays. Layouts and
-carries are described in :mod:`unirnn.backends.flax`.
+The jax ops and activations, the one Flax step (:func:`cell_step`, :func:`apply_cell`),
+carry conversions and the per-direction ``lax.scan`` (:func:`run_direction`) as pure
+functions over arrays; the layers, directions and lengths around it are
+:func:`unirnn._stack.run_stack`. Layouts and carries are described in
+:mod:`unirnn.backends.flax`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -16,12 +18,16 @@ import numpy as np
 
 from .._activations import BUILTIN_NAMES, resolve_activation
 from .._cells import Cell
-from .._checks import check_input_shape, check_lengths
+from .._inputs import check_input_shape, check_lengths, check_state_list
 from .._spec import Spec
+from .._stack import Carry, run_stack
 
 KERNEL = "unirnn-scan"
 """The path every Flax module runs: ``lax.scan`` of the fused cell (``"unirnn-scan"`` with
 the input GEMM hoisted out of the scan, ``"unirnn-scan(input-per-step)"`` with it inside)."""
+
+KERNELS = (KERNEL, f"{KERNEL}(input-per-step)")
+"""Every path a Flax module's ``.kernel`` may name."""
 
 Array = Any
 
@@ -71,9 +77,10 @@ class Kernel:
 
 
 class JaxOps:
-    """The :class:`unirnn._cells.Ops` of jax: ``linear`` is ``x @ w.T (+ b)``.
+    """The :class:`unirnn._cells.Ops` and :class:`unirnn._stack.StackOps` of jax.
 
-    ``w`` is a canonical ``(out, in)`` array or a :class:`Kernel` (``x @ kernel``).
+    ``linear`` is ``x @ w.T (+ b)`` with ``w`` a canonical ``(out, in)`` array or a
+    :class:`Kernel` (``x @ kernel``).
     """
 
     backend = "jax"
@@ -81,6 +88,9 @@ class JaxOps:
     def linear(self, x: Array, w: Array | Kernel, b: Array | None) -> Array:
         y = x @ w.kernel if isinstance(w, Kernel) else x @ w.T
         return y if b is None else y + b
+
+    def recurrent(self, name: str, x: Array, w: Array | Kernel, b: Array | None) -> Array:
+        return self.linear(x, w, b)
 
     def split(self, x: Array, sections: int) -> list[Array]:
         return jnp.split(x, sections, axis=-1)
@@ -91,8 +101,27 @@ class JaxOps:
     def activation(self, name: str) -> Callable[[Array], Array]:
         return resolve_activation(name, "jax", JAX_ACTIVATIONS)
 
+    # the stack runner's ops (unirnn._stack.StackOps), time axis 0
+    def concat(self, xs: Sequence[Array]) -> Array:
+        return jnp.concatenate(xs, axis=-1)
 
-# -- parameter layout ------------------------------------------------------------------
+    def stack(self, xs: Sequence[Array]) -> Array:
+        return jnp.stack(xs)
+
+    def flip_time(self, x: Array) -> Array:
+        return x[::-1]
+
+    def take_time(self, x: Array, index: Array) -> Array:
+        return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=0)
+
+    def positions(self, steps: int, like: Array) -> Array:
+        return jnp.arange(steps)[:, None]
+
+    def where(self, condition: Array, a: Array, b: Array) -> Array:
+        return jnp.where(condition, a, b)
+
+
+# -- the one Flax step -------------------------------------------------------------------
 
 
 def step_tensors(spec: Spec, tensors: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,15 +135,36 @@ def step_tensors(spec: Spec, tensors: Mapping[str, Any]) -> dict[str, Any]:
     return step
 
 
-def cell_name(layer: int, direction: str) -> str:
-    """The submodule holding one layer-direction's parameters: ``layer{k}_{direction}``."""
-    return f"layer{layer}_{direction}"
+def cell_step(cell: Cell, tensors: Mapping[str, Array], project: bool
+              ) -> Callable[[Carry, Array], tuple[Carry, Array]]:
+    """One layer-direction's step on the cells' carry ``(h,)`` / ``(h, c)``: ``x_t`` is the
+    raw input (``project=True``: ``x_t @ input_kernel`` runs here) or already projected;
+    ``input_bias`` is added here, where XLA fuses it into the gate math."""
+    kernel, bias = tensors["input_kernel"], tensors.get("input_bias")
+    prepared = cell.prepare(step_tensors(cell.spec, tensors))
+
+    def step(carry: Carry, x_t: Array) -> tuple[Carry, Array]:
+        xp = x_t @ kernel if project else x_t
+        return cell.step(prepared, xp if bias is None else xp + bias, carry)
+
+    return step
 
 
-# -- the time loop (pure functions shared by linen and nnx) ----------------------------
+def apply_cell(cell: Cell, tensors: Mapping[str, Array], dtype: Any, carry: Any,
+               inputs: Array) -> tuple[Any, Array]:
+    """A Flax cell's call ``(carry, x) -> (carry, y)`` on Flax's carry (``h``, lstm
+    ``(c, h)``), in the computation ``dtype`` (``None``: promoted, Flax's way)."""
+    dtype = compute_dtype(dtype, inputs, tensors["input_kernel"])
+    tensors = {name: jnp.asarray(t, dtype) for name, t in tensors.items()}
+    internal = tuple(jnp.asarray(s, dtype) for s in to_internal_carry(cell.spec, carry))
+    new, y = cell_step(cell, tensors, project=True)(internal, jnp.asarray(inputs, dtype))
+    return to_flax_carry(cell.spec, new), y
 
 
-def to_internal_carry(spec: Spec, carry: Any) -> tuple[Array, ...]:
+# -- carries -----------------------------------------------------------------------------
+
+
+def to_internal_carry(spec: Spec, carry: Any) -> Carry:
     """Flax carry (``h`` or lstm ``(c, h)``) to the shared cells' ``(h,)`` / ``(h, c)``."""
     if spec.family == "lstm":
         c, h = carry
@@ -122,7 +172,7 @@ def to_internal_carry(spec: Spec, carry: Any) -> tuple[Array, ...]:
     return (carry,)
 
 
-def to_flax_carry(spec: Spec, carry: tuple[Array, ...]) -> Any:
+def to_flax_carry(spec: Spec, carry: Carry) -> Any:
     """The shared cells' ``(h,)`` / ``(h, c)`` to Flax's ``h`` / ``(c, h)``."""
     if spec.family == "lstm":
         h, c = carry
@@ -138,18 +188,7 @@ def zero_carry(spec: Spec, batch_dims: tuple[int, ...], dtype: Any) -> Any:
     return h
 
 
-def reverse_padded(x: Array, lengths: Array | None) -> Array:
-    """Reverse time-major ``x`` ``(T, N, ...)`` within each sequence's first ``lengths[n]`` steps.
-
-    Padded steps stay in place, so a backward direction sees exactly the valid steps
-    reversed (PackedSequence's meaning; DESIGN.md "Variable lengths").
-    """
-    if lengths is None:
-        return x[::-1]
-    steps = x.shape[0]
-    t = jnp.arange(steps)[:, None]
-    index = jnp.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
-    return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=0)
+# -- the time loop (pure functions shared by linen and nnx) ----------------------------
 
 
 def hoists_input(hoist_input: bool | None) -> bool:
@@ -167,7 +206,7 @@ def hoists_input(hoist_input: bool | None) -> bool:
 
 def kernel_name(hoist_input: bool | None) -> str:
     """``"unirnn-scan"``, or ``"unirnn-scan(input-per-step)"`` when the input GEMM is per step."""
-    return KERNEL if hoists_input(hoist_input) else f"{KERNEL}(input-per-step)"
+    return KERNELS[0] if hoists_input(hoist_input) else KERNELS[1]
 
 
 def compute_dtype(dtype: Any, *arrays: Array) -> Any:
@@ -179,100 +218,49 @@ def run_direction(
     cell: Cell,
     tensors: Mapping[str, Array],
     x: Array,
-    carry: tuple[Array, ...],
-    mask: Array | None,
-    lengths: Array | None,
-    backward: bool,
+    carry: Carry,
+    valid: Array | None,
     unroll: int = 1,
     hoist_input: bool = True,
-) -> tuple[Array, tuple[Array, ...]]:
-    """Scan one direction over time-major ``x`` ``(T, N, I_k)``.
+) -> tuple[Array, Carry]:
+    """Scan one layer-direction over time-major ``x`` ``(T, N, I_k)``, in time order.
 
-    Returns outputs ``(T, N, P)`` (zero at padded steps, in input order) and the internal
-    carry after each sequence's last valid step. ``mask`` is ``(T, N, 1)`` or ``None``.
-    ``hoist_input``: project every step's input in one GEMM ahead of the scan; ``False``
-    projects inside each step instead.
+    The :class:`unirnn._stack.Scan` of the Flax backend (the stack runner reverses
+    backward directions). Returns outputs ``(T, N, P)``, zero where ``valid``
+    (``(T, N, 1)`` or ``None``) is false, and the carry after each sequence's last valid
+    step. ``hoist_input``: project every step's input in one GEMM ahead of the scan;
+    ``False`` projects inside each step instead.
     """
-    if backward:
-        x = reverse_padded(x, lengths)
-    kernel, bias = tensors["input_kernel"], tensors.get("input_bias")
     # Step t reads step t+1's inputs into the carry (its inputs are rolled one step ahead).
     # A scanned input is a dynamic-slice inside the step; XLA:CPU fuses it into the gate
     # math, and that fusion runs unvectorised (a 256-wide GRU scan ~1.6x slower). Carried,
     # the gate fusion reads plain buffers; the slice feeds only the next carry.
     x = jnp.roll(x, -1, axis=0)
     # every step's input projection in one GEMM; b_x is added in the step, where it fuses
-    xs = x @ kernel if hoist_input else x
-    inputs = xs if mask is None else (xs, jnp.roll(mask, -1, axis=0))
+    xs = x @ tensors["input_kernel"] if hoist_input else x
+    inputs = xs if valid is None else (xs, jnp.roll(valid, -1, axis=0))
     first = jax.tree_util.tree_map(lambda a: a[-1], inputs)  # step 0's, rolled to the end
-    prepared = cell.prepare(step_tensors(cell.spec, tensors))
+    one_step = cell_step(cell, tensors, project=not hoist_input)
 
-    def cell_step(carry: tuple[Array, ...], current: Any) -> tuple[tuple[Array, ...], Array]:
-        x_t, valid = current if mask is not None else (current, None)
-        xp = x_t if hoist_input else x_t @ kernel
-        new, y = cell.step(prepared, xp if bias is None else xp + bias, carry)
-        if valid is not None:
-            new = tuple(jnp.where(valid, n, o) for n, o in zip(new, carry))
-            y = jnp.where(valid, y, jnp.zeros_like(y))
+    def masked_step(carry: Carry, current: Any) -> tuple[Carry, Array]:
+        x_t, valid_t = current if valid is not None else (current, None)
+        new, y = one_step(carry, x_t)
+        if valid_t is not None:
+            new = tuple(jnp.where(valid_t, n, o) for n, o in zip(new, carry))
+            y = jnp.where(valid_t, y, jnp.zeros_like(y))
         return new, y
 
     # For the backward pass keep only each step's GEMM outputs and recompute its gate math
     # (on XLA:CPU 15-20% faster forward+backward for a GRU, the same for an LSTM).
-    cell_step = jax.checkpoint(cell_step, policy=jax.checkpoint_policies.dots_saveable,
-                               prevent_cse=False)
+    masked_step = jax.checkpoint(masked_step, policy=jax.checkpoint_policies.dots_saveable,
+                                 prevent_cse=False)
 
-    def step(state: tuple[tuple[Array, ...], Any], following: Any
-             ) -> tuple[tuple[tuple[Array, ...], Any], Array]:
-        carry, y = cell_step(*state)
+    def step(state: tuple[Carry, Any], following: Any) -> tuple[tuple[Carry, Any], Array]:
+        carry, y = masked_step(*state)
         return (carry, following), y
 
     (carry, _), out = jax.lax.scan(step, (carry, first), inputs, unroll=unroll)
-    if backward:
-        out = reverse_padded(out, lengths)
     return out, carry
-
-
-def run_stack(
-    spec: Spec,
-    cell: Cell,
-    tensors: Mapping[tuple[int, str], Mapping[str, Array]],
-    x: Array,
-    carries: list[Any],
-    lengths: Array | None,
-    dropout: Callable[[Array], Array] | None,
-    reverse: bool = False,
-    unroll: int = 1,
-    hoist_input: bool = True,
-) -> tuple[Array, tuple[Any, ...]]:
-    """Run every layer and direction over time-major ``x`` ``(T, N, I)``.
-
-    ``carries`` holds one Flax-ordered cell carry per (layer, direction) in torch's row
-    order; ``dropout`` is applied to every layer's output but the last. ``reverse``
-    runs a unidirectional stack right to left (outputs stay in input order).
-    Returns outputs ``(T, N, D*P)`` and the final carries, in the same order.
-    """
-    steps = x.shape[0]
-    mask = None
-    if lengths is not None:
-        mask = (jnp.arange(steps)[:, None] < lengths[None, :])[..., None]
-    finals: list[Any] = []
-    layer_input = x
-    for layer in range(spec.num_layers):
-        outputs = []
-        for d, direction in enumerate(spec.directions):
-            row = layer * spec.num_directions + d
-            backward = (direction == "backward") != reverse
-            out, carry = run_direction(
-                cell, tensors[layer, direction], layer_input,
-                to_internal_carry(spec, carries[row]), mask, lengths, backward, unroll,
-                hoist_input,
-            )
-            outputs.append(out)
-            finals.append(to_flax_carry(spec, carry))
-        layer_input = jnp.concatenate(outputs, axis=-1) if len(outputs) > 1 else outputs[0]
-        if dropout is not None and layer < spec.num_layers - 1:
-            layer_input = dropout(layer_input)
-    return layer_input, tuple(finals)
 
 
 def _concrete_lengths(seq_lengths: Any, batch: int, steps: int) -> Array | None:
@@ -298,9 +286,10 @@ def apply_stack(
     unroll: int,
     hoist_input: bool | None = None,
 ) -> tuple[tuple[Any, ...], Array]:
-    """Check the call, cast to the computation dtype and run :func:`run_stack`.
+    """Check the call, cast to the computation dtype and run :func:`unirnn._stack.run_stack`
+    with :func:`run_direction` as its scan.
 
-    Shared by the linen and nnx layers; returns ``(final carries, outputs)`` in the
+    Shared by the linen and nnx layers; returns ``(final Flax carries, outputs)`` in the
     input's layout. ``hoist_input=None``: see :func:`hoists_input`.
     """
     if reverse and spec.bidirectional:
@@ -314,17 +303,18 @@ def apply_stack(
     tensors = {
         key: {name: jnp.asarray(t, dtype) for name, t in p.items()} for key, p in params.items()
     }
-    carries = _carries(spec, initial_carry, batch, dtype)
-    outputs, finals = run_stack(
-        spec, cell, tensors, jnp.asarray(x, dtype), carries, lengths, dropout, reverse, unroll,
-        hoists_input(hoist_input),
-    )
-    return finals, (outputs if time_major else jnp.swapaxes(outputs, 0, 1))
+    carries = [to_internal_carry(spec, c) for c in _carries(spec, initial_carry, batch, dtype)]
+    hoisted = hoists_input(hoist_input)
 
+    def scan(layer: int, direction: str, x_k: Array, carry: Carry, valid: Array | None
+             ) -> tuple[Array, Carry]:
+        return run_direction(cell, tensors[layer, direction], x_k, carry, valid, unroll,
+                             hoisted)
 
-def _layer_weights(weights: Mapping[str, Any], layer: int, direction: str) -> dict[str, Any]:
-    prefix = f"layer{layer}.{direction}."
-    return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    outputs, finals = run_stack(spec, JaxOps(), scan, jnp.asarray(x, dtype), carries,
+                                lengths=lengths, dropout=dropout, reverse=reverse)
+    flax_finals = tuple(to_flax_carry(spec, c) for c in finals)
+    return flax_finals, (outputs if time_major else jnp.swapaxes(outputs, 0, 1))
 
 
 def _carries(spec: Spec, initial_carry: Any, batch: int, dtype: Any) -> list[Any]:
@@ -339,21 +329,10 @@ def _carries(spec: Spec, initial_carry: Any, batch: int, dtype: Any) -> list[Any
             + (f" of length {len(initial_carry)}" if isinstance(initial_carry, (tuple, list))
                else "")
         )
-    expected = zero_carry(spec, (batch,), dtype)
-    carries = []
-    for row, carry in enumerate(initial_carry):
-        leaves, shapes = jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(expected)
-        if len(leaves) != len(shapes) or any(
-            tuple(a.shape) != tuple(b.shape) for a, b in zip(leaves, shapes)
-        ):
-            raise ValueError(
-                f"initial_carry[{row}]: expected shapes "
-                f"{jax.tree_util.tree_map(lambda a: tuple(a.shape), expected)} "
-                f"({'(c, h)' if spec.family == 'lstm' else 'h'}); received "
-                f"{jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), carry)}"
-            )
-        carries.append(jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), carry))
-    return carries
+    flat = [leaf for carry in initial_carry for leaf in jax.tree_util.tree_leaves(carry)]
+    check_state_list(spec, flat, batch, "initial_carry",
+                     ("c", "h") if spec.family == "lstm" else ("h",))
+    return [jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), c) for c in initial_carry]
 
 
 # -- initialisers ------------------------------------------------------------------------
@@ -386,7 +365,7 @@ def _drawn_in_float32(init: Callable[..., Array]) -> Callable[..., Array]:
 
 
 def param_inits(gates: int) -> dict[str, Callable[..., Array]]:
-    """Flax's initialisers per parameter of :data:`unirnn._weights.KERNEL_LAYOUT`."""
+    """Flax's initialisers per parameter of :data:`unirnn.layouts.kernels.KERNEL_LAYOUT`."""
     zeros = jax.nn.initializers.zeros
     return {
         "input_kernel": _drawn_in_float32(jax.nn.initializers.lecun_normal()),

@@ -37,19 +37,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_input_shape, check_lengths, check_state_shape, state_shapes
 from .._evaluation import Evaluation
+from .._inputs import check_cotangent, check_input_shape, check_lengths, check_stacked_state
 from .._spec import Spec
-from .._weights import check_weights, to_kernel_layout, weight_shapes
+from .._stack import stack_rows, unstack_rows
+from .._weights import check_weights, weight_shapes
+from ..layouts.flax import layer_weights, to_layer_tree
 from ._flax_linen import UniCell, UniRNN
 from ._flax_scan import (
     JAX_ACTIVATIONS,
     KERNEL,
+    KERNELS,
     Array,
     JaxOps,
     Kernel,
-    _layer_weights,
-    cell_name,
     kernel_name,
     to_flax_carry,
     to_internal_carry,
@@ -57,8 +58,9 @@ from ._flax_scan import (
 
 __all__ = [
     "JAX_ACTIVATIONS",
-    "JaxOps",
     "KERNEL",
+    "KERNELS",
+    "JaxOps",
     "Kernel",
     "UniCell",
     "UniRNN",
@@ -89,8 +91,7 @@ def build(spec: Spec, weights: Mapping[str, Any] | None = None, *, api: str = "l
     """
     if weights is not None:
         weights = check_weights(spec, weights)
-    if api not in ("linen", "nnx"):
-        raise ValueError(f"api: expected 'linen' or 'nnx'; received {api!r}")
+    _check_api(api)
     if module not in ("layer", "cell"):
         raise ValueError(f"module: expected 'layer' or 'cell'; received {module!r}")
     if module == "cell" and (spec.num_layers != 1 or spec.bidirectional):
@@ -105,9 +106,14 @@ def build(spec: Spec, weights: Mapping[str, Any] | None = None, *, api: str = "l
             return _flax_nnx.UniCellNNX(spec, spec.input_size, weights=weights, **options)
         return _flax_nnx.UniRNNNNX(spec, weights=weights, **options)
     if module == "cell":
-        initial = None if weights is None else _layer_weights(weights, 0, "forward")
+        initial = None if weights is None else layer_weights(weights, 0, "forward")
         return UniCell(spec, spec.input_size, initial=initial, **options)
     return UniRNN(spec, weights, **options)
+
+
+def _check_api(api: str) -> None:
+    if api not in ("linen", "nnx"):
+        raise ValueError(f"api: expected 'linen' or 'nnx'; received {api!r}")
 
 
 def variables_from_weights(spec: Spec, weights: Mapping[str, Any], dtype: Any = None
@@ -116,13 +122,10 @@ def variables_from_weights(spec: Spec, weights: Mapping[str, Any], dtype: Any = 
 
     Traceable: with jax arrays in ``weights`` it is a pure jax function.
     """
-    params = {}
-    for layer in range(spec.num_layers):
-        for direction in spec.directions:
-            tensors = to_kernel_layout(_layer_weights(weights, layer, direction))
-            if dtype is not None:
-                tensors = {k: jnp.asarray(v, dtype) for k, v in tensors.items()}
-            params[cell_name(layer, direction)] = tensors
+    params = to_layer_tree(spec, weights)
+    if dtype is not None:
+        params = {cell: {k: jnp.asarray(v, dtype) for k, v in tensors.items()}
+                  for cell, tensors in params.items()}
     return {"params": params}
 
 
@@ -158,21 +161,11 @@ def evaluate(
         lengths = check_lengths(lengths, batch, steps)
     carry = None
     if initial_state is not None:
-        shapes = state_shapes(spec, batch)
-        given = tuple(initial_state) if spec.family == "lstm" else (initial_state,)
-        if len(given) != len(shapes):
-            raise ValueError(f"initial state: expected {len(shapes)} arrays; received "
-                             f"{len(given)}")
-        arrays = [np.asarray(s, np_dtype) for s in given]
-        for name, array, shape in zip(("h0", "c0"), arrays, shapes):
-            check_state_shape(spec, name, array.shape, shape)
-        carry = tuple(
-            to_flax_carry(spec, tuple(jnp.asarray(a[row]) for a in arrays))
-            for row in range(shapes[0][0])
-        )
+        given = check_stacked_state(spec, initial_state, batch)
+        rows = unstack_rows([jnp.asarray(np.asarray(s, np_dtype)) for s in given])
+        carry = tuple(to_flax_carry(spec, row) for row in rows)
     api = options.pop("api", "linen")
-    if api not in ("linen", "nnx"):
-        raise ValueError(f"api: expected 'linen' or 'nnx'; received {api!r}")
+    _check_api(api)
     kernel = kernel_name(options.get("hoist_input"))
     names = list(weight_shapes(spec))
 
@@ -196,13 +189,10 @@ def evaluate(
         outputs, finals = jax.jit(run)(x_j, canonical)
     else:
         (outputs, finals), vjp = jax.vjp(jax.jit(run), x_j, canonical)
-        cot = jnp.asarray(np.asarray(cotangent), np_dtype)
-        if cot.shape != outputs.shape:
-            raise ValueError(f"cotangent: expected shape {tuple(outputs.shape)}; received "
-                             f"{tuple(cot.shape)}")
+        cot = np.asarray(cotangent)
+        check_cotangent(tuple(cot.shape), tuple(outputs.shape))
         zero_finals = jax.tree_util.tree_map(jnp.zeros_like, finals)
-        g_x, g_w = vjp((cot, zero_finals))
+        g_x, g_w = vjp((jnp.asarray(cot, np_dtype), zero_finals))
         grads = {"x": np.asarray(g_x), **{n: np.asarray(g_w[n]) for n in names}}
-    internal = [to_internal_carry(spec, f) for f in finals]
-    state = tuple(np.stack([np.asarray(c[i]) for c in internal]) for i in range(len(internal[0])))
-    return Evaluation(np.asarray(outputs), state, kernel, grads)
+    state = stack_rows(JaxOps(), [to_internal_carry(spec, f) for f in finals])
+    return Evaluation(np.asarray(outputs), tuple(np.asarray(s) for s in state), kernel, grads)
