@@ -1,4 +1,9 @@
-"""Flax tests: full float32 matmuls on accelerators, and the layer's default input path.
+"""Flax tests: float64 available, full float32 matmuls on accelerators, and the layer's
+default input path.
+
+Every test module here switches ``jax_enable_x64`` on at import and runs float64 cases
+against the float64 oracle; a run where x64 did not take effect fails every test with the
+reason (never a quiet skip).
 
 On a GPU, JAX computes float32 matmuls in TF32 by default (about 1e-3 relative), which the
 suite's float32 tolerance (1e-5, ``support.TOL``) cannot take; every test here runs under
@@ -20,6 +25,20 @@ def _jax_backend() -> str | None:
     import jax
 
     return jax.default_backend()
+
+
+@pytest.fixture(autouse=True)
+def _float64_ready() -> None:
+    """Fail, never skip, when jax cannot compute in float64 in this process."""
+    if importlib.util.find_spec("jax") is None:
+        return  # the module's framework("jax") skips, or fails under UNIRNN_REQUIRE
+    import jax
+
+    if not jax.config.read("jax_enable_x64"):
+        pytest.fail("float64: the Flax tests compare float64 results with the float64 oracle "
+                    "and need jax_enable_x64, which is off in this process (each module turns "
+                    "it on with jax.config.update('jax_enable_x64', True) at import; set "
+                    "JAX_ENABLE_X64=1 if something turned it off again)")
 
 
 @pytest.fixture(autouse=True)

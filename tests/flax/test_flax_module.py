@@ -26,9 +26,9 @@ flax_backend = importlib.import_module("unirnn.backends.flax")
 F64 = {"dtype": np.float64, "param_dtype": np.float64}
 
 
-def _numpy(spec, weights, x, state=None, lengths=None):
-    model = unirnn.build(spec, backend="numpy", weights=weights, dtype=np.float64)
-    return model(x, initial_state=state, lengths=lengths)
+def _oracle(spec, weights, x, state=None, lengths=None):
+    """The independent float64 oracle (tests/oracle.py): outputs and torch-shaped state."""
+    return oracle.run(spec, weights, x, state, lengths)
 
 
 def _inputs(spec, batch=3, steps=5, seed=0):
@@ -45,7 +45,7 @@ def test_layer_carry_layout_time_major_and_initial_carry(api, default_kernel):
     h0 = rng.standard_normal((4, 3, 2))
     c0 = rng.standard_normal((4, 3, 5))
     lengths = np.array([5, 2, 4])
-    ref_out, (ref_h, ref_c) = _numpy(spec, weights, x, (h0, c0), lengths)
+    ref_out, (ref_h, ref_c) = _oracle(spec, weights, x, (h0, c0), lengths)
 
     carry = tuple((c0[row], h0[row]) for row in range(4))
     if api == "linen":
@@ -108,7 +108,7 @@ def test_reverse_is_the_backward_direction():
     backward = unirnn.Weights({n.replace("backward", "forward"): v for n, v in weights.items()
                                if ".backward." in n})
     x, lengths = _inputs(bidir), np.array([5, 3, 1])
-    ref_out, _ = _numpy(bidir, weights, x, lengths=lengths)
+    ref_out, _ = _oracle(bidir, weights, x, lengths=lengths)
     model = unirnn.build(uni, backend="flax", weights=backward, reverse=True, **F64)
     out = model.apply(model.init(jax.random.key(0), x), x, seq_lengths=lengths)
     assert max_rel_error(out, ref_out[..., 4:]) <= 1e-12
@@ -120,7 +120,7 @@ def test_cell_follows_flax_cell_protocol(api):
     spec = unirnn.lstm(3, 4, activation="relu")
     weights = nonzero_weights(spec)
     x = _inputs(spec)
-    ref_out, (ref_h, ref_c) = _numpy(spec, weights, x)
+    ref_out, (ref_h, ref_c) = _oracle(spec, weights, x)
     cell = unirnn.build(spec, backend="flax", api=api, module="cell", weights=weights, **F64)
     assert cell.kernel == "unirnn-scan"
     if api == "linen":
@@ -138,7 +138,7 @@ def test_dropout_between_layers():
     spec = unirnn.rnn(3, 4, num_layers=2, dropout=0.5)
     weights = nonzero_weights(spec)
     x = _inputs(spec)
-    ref_out, _ = _numpy(spec, weights, x)
+    ref_out, _ = _oracle(spec, weights, x)
     model = unirnn.build(spec, backend="flax", weights=weights, **F64)
     variables = model.init(jax.random.key(0), x, deterministic=True)
     assert max_rel_error(model.apply(variables, x, deterministic=True), ref_out) <= 1e-12
@@ -158,7 +158,7 @@ def test_bfloat16_compute():
     spec = unirnn.lstm(3, 8)
     weights = nonzero_weights(spec, scale=0.3)
     x = _inputs(spec)
-    ref_out, _ = _numpy(spec, weights, x)
+    ref_out, _ = _oracle(spec, weights, x)
     model = unirnn.build(spec, backend="flax", weights=weights, dtype=jnp.bfloat16)
     variables = model.init(jax.random.key(0), x)
     assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(variables))
@@ -167,7 +167,11 @@ def test_bfloat16_compute():
     assert max_rel_error(np.asarray(out, np.float64), ref_out) <= 5e-2
 
 
-def test_user_registered_activation_uses_its_jax_implementation():
+def test_user_registered_activation_uses_its_jax_implementation(monkeypatch):
+    known = oracle._activation
+    monkeypatch.setattr(oracle, "_activation", lambda text, xp=np: (
+        (lambda v: 0.7 * xp.tanh(v)) if text == "flax_test_scaled_tanh(0.7)"
+        else known(text, xp)))
     unirnn.register_activation("flax_test_scaled_tanh", numpy=lambda x, a: a * np.tanh(x),
                                jax=lambda x, a: a * jnp.tanh(x), params={"a": 1.5},
                                overwrite=True)
@@ -175,7 +179,7 @@ def test_user_registered_activation_uses_its_jax_implementation():
     weights = nonzero_weights(spec)
     x = _inputs(spec)
     result = flax_backend.evaluate(spec, weights, x)
-    assert max_rel_error(result.outputs, _numpy(spec, weights, x)[0]) <= 1e-12
+    assert max_rel_error(result.outputs, _oracle(spec, weights, x)[0]) <= 1e-12
     unirnn.register_activation("flax_test_numpy_only", numpy=np.tanh, overwrite=True)
     with pytest.raises(ValueError, match="no 'jax' implementation"):
         flax_backend.evaluate(unirnn.rnn(3, 4, activation="flax_test_numpy_only"),
@@ -216,7 +220,7 @@ def test_seq_lengths_under_jit():
     model = unirnn.build(spec, backend="flax", weights=weights, **F64)
     variables = model.init(jax.random.key(0), x)
     out = jax.jit(lambda v, x, l: model.apply(v, x, seq_lengths=l))(variables, x, lengths)
-    assert max_rel_error(out, _numpy(spec, weights, x, lengths=lengths)[0]) <= 1e-12
+    assert max_rel_error(out, _oracle(spec, weights, x, lengths=lengths)[0]) <= 1e-12
 
 
 def _bf16(array):

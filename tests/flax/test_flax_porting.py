@@ -19,6 +19,7 @@ jax.config.update("jax_enable_x64", True)
 jnp = jax.numpy
 nn = importlib.import_module("flax.linen")
 nnx = importlib.import_module("flax.nnx")
+flax_layout = importlib.import_module("unirnn.layouts.flax")
 
 CELLS = {
     "LSTMCell": unirnn.lstm(3, 4),
@@ -59,6 +60,21 @@ def test_unirnn_tree_round_trips_bit_identically(spec):
             inferred.bidirectional, inferred.bias, inferred.peepholes, inferred.proj_size) == (
         spec.family, spec.input_size, spec.hidden_size, spec.num_layers, spec.bidirectional,
         spec.bias, spec.peepholes, spec.proj_size)
+
+
+@pytest.mark.parametrize("api", ["linen", "nnx"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_layout_names_and_shapes_are_flax_own(cell, api):
+    """unirnn.layouts.flax's tree of each cell is the one Flax itself initialises."""
+    spec = CELLS[cell]
+    if api == "linen":
+        native = getattr(nn, cell)(4).init(jax.random.key(0), jnp.zeros((2, 4)),
+                                           jnp.zeros((2, 3)))["params"]
+    else:
+        native = nnx.to_pure_dict(nnx.state(getattr(nnx, cell)(3, 4, rngs=nnx.Rngs(0)),
+                                            nnx.Param))
+    shapes = jax.tree_util.tree_map(lambda a: tuple(a.shape), dict(native))
+    assert shapes == flax_layout.cell_tree_shapes(spec, cell, api)
 
 
 @pytest.mark.parametrize("cell", CELLS)
