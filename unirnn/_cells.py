@@ -70,6 +70,7 @@ class Cell:
         self.spec = spec
         self.ops = ops
         self.act = {role: ops.activation(name) for role, name in spec.activations.items()}
+        self._bias_of = self.recurrent_weights()
 
     def prepare(self, params: Mapping[str, Array]) -> dict[str, Any]:
         """Per layer and direction, once: the step's parameters (``w_h``, ``b_h``, ...)."""
@@ -81,7 +82,7 @@ class Cell:
         return {"w_h": "b_h"}
 
     def _recurrent(self, p: Mapping[str, Any], name: str, x: Array) -> Array:
-        bias = self.recurrent_weights()[name]
+        bias = self._bias_of[name]
         return self.ops.recurrent(name, x, p[name], None if bias is None else p[bias])
 
     def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:

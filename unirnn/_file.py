@@ -18,7 +18,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
-from ._spec import Spec
+from ._spec import Spec, same_spec
 from ._weights import Weights, check_weights
 
 __all__ = ["FORMAT_VERSION", "load", "read_file", "save_file", "write_atomic", "write_file"]
@@ -132,12 +132,7 @@ def load(path: str | os.PathLike[str]) -> tuple[Spec, Weights]:
 def read_file(path: Path, spec: Spec | None = None) -> tuple[Spec, Weights]:
     """:func:`load`, with the file's spec checked against a given one (``unirnn.port``)."""
     loaded, weights = load(path)
-    if spec is not None and spec != loaded:
-        raise ValueError(
-            f"spec: {str(path)!r} holds {loaded.to_json()}; received a different spec "
-            f"{spec.to_json()}. Leave spec (--spec) out to use the source's own"
-        )
-    return loaded, weights
+    return same_spec(spec, loaded, repr(str(path))), weights
 
 
 def write_file(path: Path, spec: Spec, weights: Mapping[str, Any]) -> str:

@@ -596,3 +596,17 @@ def preset(name: str, input_size: int, hidden_size: int, **options: Any) -> Spec
         else:
             merged[key] = fixed
     return _CONSTRUCTORS[family](input_size, hidden_size, **merged)
+
+
+def same_spec(given: Spec | None, held: Spec, where: str) -> Spec:
+    """``held`` (the spec a source holds or carries), after checking a given one against it.
+
+    Raises:
+        ValueError: ``given`` is a different spec; the message shows both and ``where``.
+    """
+    if given is not None and given != held:
+        raise ValueError(
+            f"spec: {where} holds {held.to_json()}; received a different spec "
+            f"{given.to_json()}. Leave spec (--spec) out to use the source's own"
+        )
+    return held

@@ -18,8 +18,6 @@ which that framework's files carry the spec. No module here imports a framework
 
 from __future__ import annotations
 
-from .._spec import Spec
-
 __all__ = ["GATES", "SPEC_KEY", "family_from_gates"]
 
 SPEC_KEY = "unirnn.spec"
@@ -45,13 +43,3 @@ def family_from_gates(rows: int, hidden: int, what: str) -> str:
         f"{what}: expected {', '.join(f'{g}*H ({f})' for f, g in GATES.items())} gate rows "
         f"for hidden size H={hidden}; received {rows}"
     )
-
-
-def same_spec(given: Spec | None, held: Spec, where: str) -> Spec:
-    """``held`` (the spec a source holds or carries), after checking a given one against it."""
-    if given is not None and given != held:
-        raise ValueError(
-            f"spec: {where} holds {held.to_json()}; received a different spec "
-            f"{given.to_json()}. Leave spec (--spec) out to use the source's own"
-        )
-    return held

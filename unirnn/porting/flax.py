@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 
 from .._extras import require
-from .._spec import Spec
+from .._spec import Spec, same_spec
 from .._weights import Weights, check_weights
-from ..layouts import same_spec
 from ..layouts.flax import (
     CELL_FAMILY,
     FLAX_CELLS,

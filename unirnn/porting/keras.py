@@ -33,11 +33,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from .._spec import Spec
+from .._spec import Spec, same_spec
 from .._weights import Weights, check_weights, init_weights, weight_name
 from ..backends.keras import PATHS, UniRNN, check_dtype, native_problem_here
 from ..backends.keras import build as build_keras
-from ..layouts import SPEC_KEY, same_spec
+from ..layouts import SPEC_KEY
 from ..layouts.keras import (
     CELL_VARS,
     FAMILIES,

@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from .._extras import require
-from .._spec import Spec
+from .._spec import Spec, same_spec
 from .._weights import Weights, check_weights
 from ..backends import BACKENDS, build
-from ..layouts import same_spec
 
 __all__ = ["FILE_FORMATS", "file_format_of", "keras_model", "port", "read", "write"]
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._spec import Spec, gru, lstm, rnn
+from .._spec import Spec, gru, lstm, rnn, same_spec
 from .._weights import Weights, check_weights
 from ..backends.torch import TorchRNN, canonical_weights
 from ..layouts import SPEC_KEY
@@ -108,16 +108,16 @@ def from_torch(obj: Any, spec: Spec | None = None) -> tuple[Spec, Weights]:
             match the spec.
     """
     if isinstance(obj, TorchRNN):
-        _same_spec(spec, obj.spec)
+        same_spec(spec, obj.spec, "the module")
         return obj.spec, canonical_weights(obj)
     if isinstance(obj, nn.RNNBase):
         inferred = _infer_spec(obj)
-        _same_spec(spec, inferred)
+        same_spec(spec, inferred, "the module")
         return inferred, _from_state_dict(inferred, obj.state_dict())
     if isinstance(obj, Mapping):
         carried = carried_spec(obj)
         if carried is not None:
-            _same_spec(spec, carried, "the state dict")
+            same_spec(spec, carried, "the state dict")
             return carried, _from_state_dict(carried, obj)
         if spec is None:
             return (inferred := _infer_state_dict_spec(obj)), _from_state_dict(inferred, obj)
@@ -128,15 +128,6 @@ def from_torch(obj: Any, spec: Spec | None = None) -> tuple[Spec, Weights]:
         "from_torch: expected nn.RNN, nn.LSTM, nn.GRU, a unirnn torch module or a state "
         f"dict; received {type(obj).__name__}"
     )
-
-
-def _same_spec(given: Spec | None, actual: Spec, what: str = "the module") -> None:
-    if given is not None and given != actual:
-        verb = "computes" if what == "the module" else "carries"
-        raise ValueError(
-            f"spec: {what} {verb} {actual.to_json()}; received a different spec "
-            f"{given.to_json()}"
-        )
 
 
 def _infer_spec(module: nn.RNNBase) -> Spec:
