@@ -18,6 +18,7 @@ import importlib
 from typing import Any
 
 from ._activations import activation_names, register_activation
+from ._errors import FileFormatError, SpecError, UnirnnError, WeightsError
 from ._extras import EXTRAS, missing
 from ._file import load
 from ._file import save_file as save
@@ -42,10 +43,14 @@ _LAZY = {
 __all__ = [
     "BACKENDS",
     "FAMILIES",
+    "FileFormatError",
     "GATE_ORDER",
     "ROLES",
     "Spec",
+    "SpecError",
+    "UnirnnError",
     "Weights",
+    "WeightsError",
     "activation_names",
     "build",
     "explain",
