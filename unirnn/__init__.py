@@ -18,10 +18,11 @@ import importlib
 from typing import Any
 
 from ._activations import activation_names, register_activation
-from ._errors import FileFormatError, SpecError, UnirnnError, WeightsError
+from ._errors import FileFormatError, InputError, SpecError, UnirnnError, WeightsError
 from ._extras import EXTRAS, missing
 from ._file import load
 from ._file import save_file as save
+from ._gates import from_gates, to_gates
 from ._spec import FAMILIES, GATE_ORDER, ROLES, Spec, gru, lstm, preset, preset_names, rnn
 from ._weights import Weights, check_weights, init_weights, weight_shapes
 from .backends import BACKENDS, build, explain
@@ -44,6 +45,7 @@ __all__ = [
     "BACKENDS",
     "FAMILIES",
     "FileFormatError",
+    "InputError",
     "GATE_ORDER",
     "ROLES",
     "Spec",
@@ -54,6 +56,7 @@ __all__ = [
     "activation_names",
     "build",
     "explain",
+    "from_gates",
     "check_weights",
     "gru",
     "init_weights",
@@ -64,6 +67,7 @@ __all__ = [
     "register_activation",
     "rnn",
     "save",
+    "to_gates",
     "weight_shapes",
     *_LAZY,
 ]

@@ -7,8 +7,8 @@ reference implementation. Each backend supplies its own implementation of the
 built-in names (tests hold every backend to the numpy reference) and looks up
 user-registered activations here by backend key.
 
-Backend keys for user implementations: ``"numpy"``, ``"torch"``, ``"jax"`` (Flax) and
-``"keras"`` (``keras.ops``, any Keras backend).
+Backend keys for user implementations: ``"numpy"``, ``"torch"``, ``"jax"`` (Flax),
+``"keras"`` (``keras.ops``, any Keras backend) and ``"onnx"`` (nodes of an ONNX graph).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import SpecError
+
 __all__ = [
     "Activation",
     "ActivationDef",
@@ -32,7 +34,7 @@ __all__ = [
     "resolve_activation",
 ]
 
-BACKEND_KEYS = ("numpy", "torch", "jax", "keras")
+BACKEND_KEYS = ("numpy", "torch", "jax", "keras", "onnx")
 
 ActivationImpl = Callable[..., Any]
 """``f(x, *params) -> y``: elementwise, for one backend's array type."""
@@ -155,7 +157,7 @@ def get_activation_def(name: str) -> ActivationDef:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(
+        raise SpecError(
             f"unknown activation {name!r}; expected one of {', '.join(_REGISTRY)} "
             "(or register your own with unirnn.register_activation)"
         ) from None
@@ -170,10 +172,10 @@ def parse_activation(text: str | Activation) -> Activation:
     if isinstance(text, Activation):
         return text
     if not isinstance(text, str):
-        raise ValueError(f"an activation must be a name string such as 'tanh'; received {text!r}")
+        raise SpecError(f"an activation must be a name string such as 'tanh'; received {text!r}")
     match = _NAME_RE.match(text)
     if match is None:
-        raise ValueError(
+        raise SpecError(
             f"malformed activation {text!r}; expected 'name' or 'name(number, ...)', "
             "e.g. 'leaky_relu(0.2)'"
         )
@@ -185,17 +187,17 @@ def parse_activation(text: str | Activation) -> Activation:
         try:
             args = tuple(float(part) for part in arg_text.split(","))
         except ValueError:
-            raise ValueError(
+            raise SpecError(
                 f"activation {text!r}: parameters must be numbers; received ({arg_text})"
             ) from None
         if len(args) != len(definition.params):
             expected = ", ".join(p for p, _ in definition.params) or "no parameters"
-            raise ValueError(
+            raise SpecError(
                 f"activation {name!r} takes {len(definition.params)} parameter(s) ({expected}); "
                 f"received {len(args)} in {text!r}"
             )
         if any(not math.isfinite(a) for a in args):
-            raise ValueError(f"activation {text!r}: parameters must be finite numbers")
+            raise SpecError(f"activation {text!r}: parameters must be finite numbers")
     return Activation(name, args)
 
 
@@ -211,6 +213,7 @@ def register_activation(
     torch: ActivationImpl | None = None,
     jax: ActivationImpl | None = None,
     keras: ActivationImpl | None = None,
+    onnx: ActivationImpl | None = None,
     params: Mapping[str, float] | None = None,
     formula: str = "",
     overwrite: bool = False,
@@ -218,8 +221,12 @@ def register_activation(
     """Register a user activation, with one implementation per backend.
 
     Each implementation is ``f(x, *params) -> y``, elementwise, on that backend's arrays
-    (numpy arrays, torch tensors, jax arrays, or Keras tensors via ``keras.ops``). The
-    numpy one is required: it is the reference and runs the numpy backend. A spec names
+    (numpy arrays, torch tensors, jax arrays, or Keras tensors via ``keras.ops``); the
+    ``onnx`` one is ``f(graph, x, *params) -> name``: it adds the nodes computing the
+    activation of the tensor named ``x`` to ``graph`` (``graph.op("Tanh", x)``,
+    ``graph.const(0.5)``, see :class:`unirnn.porting.onnx.Graph`) and returns the name of
+    their output, so :func:`unirnn.to_onnx` exports the spec exactly. The numpy one is
+    required: it is the reference and runs the numpy backend. A spec names
     the activation by ``name`` so it stays serialisable; a backend without an
     implementation raises a clear error when a spec using it is built there.
 
@@ -231,18 +238,18 @@ def register_activation(
         'scaled_tanh(1.5)'
     """
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise ValueError(f"an activation name must be an identifier; received {name!r}")
+        raise SpecError(f"an activation name must be an identifier; received {name!r}")
     if name in BUILTIN_NAMES:
-        raise ValueError(f"{name!r} is a built-in activation and cannot be replaced")
+        raise SpecError(f"{name!r} is a built-in activation and cannot be replaced")
     if name in _REGISTRY and not overwrite:
-        raise ValueError(f"activation {name!r} is already registered; pass overwrite=True")
+        raise SpecError(f"activation {name!r} is already registered; pass overwrite=True")
     if not callable(numpy):
-        raise ValueError(f"numpy implementation of {name!r} must be callable; received {numpy!r}")
+        raise SpecError(f"numpy implementation of {name!r} must be callable; received {numpy!r}")
     impls: dict[str, ActivationImpl] = {"numpy": numpy}
-    for key, impl in (("torch", torch), ("jax", jax), ("keras", keras)):
+    for key, impl in (("torch", torch), ("jax", jax), ("keras", keras), ("onnx", onnx)):
         if impl is not None:
             if not callable(impl):
-                raise ValueError(f"{key} implementation of {name!r} must be callable")
+                raise SpecError(f"{key} implementation of {name!r} must be callable")
             impls[key] = impl
     param_items = tuple((str(k), float(v)) for k, v in (params or {}).items())
     _REGISTRY[name] = ActivationDef(name, param_items, formula, impls, builtin=False)
@@ -264,7 +271,7 @@ def resolve_activation(
     definition = get_activation_def(act.name)
     impl = builtins.get(act.name) if definition.builtin else definition.implementations.get(backend)
     if impl is None:
-        raise ValueError(
+        raise SpecError(
             f"activation {act.name!r} has no {backend!r} implementation; register one with "
             f"unirnn.register_activation({act.name!r}, numpy=..., {backend}=..., overwrite=True)"
         )

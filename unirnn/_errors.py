@@ -7,7 +7,7 @@ exits 2; any other exception is a bug in unirnn and is shown with its traceback.
 
 from __future__ import annotations
 
-__all__ = ["FileFormatError", "SpecError", "UnirnnError", "WeightsError"]
+__all__ = ["FileFormatError", "InputError", "SpecError", "UnirnnError", "WeightsError"]
 
 
 class UnirnnError(Exception):
@@ -26,3 +26,8 @@ class WeightsError(UnirnnError, ValueError):
 class FileFormatError(UnirnnError, ValueError):
     """A file that is not what its name or its reader expects: unreadable, truncated,
     tampered with, of another format, or holding tensors that do not make a cell."""
+
+
+class InputError(UnirnnError, ValueError):
+    """Inputs of a call that do not fit the module: the sequence's shape or dtype, initial
+    states, lengths or cotangents."""

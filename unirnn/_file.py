@@ -2,15 +2,21 @@
 
 The weights are stored under their canonical names; the metadata holds
 ``format = "unirnn"``, ``format_version`` and ``spec`` (the spec's JSON). Files are
-written to a temporary file beside the target and renamed into place, so a crash never
-leaves a half-written file under the target's name.
+staged beside the target and renamed into place (:func:`write_atomic`, :func:`publish`),
+so a crash never leaves a half-written file under the target's name, a replaced file keeps
+its permission bits, and a file that must not be replaced cannot be, even by a concurrent
+writer.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +24,21 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
+from ._errors import FileFormatError
 from ._spec import Spec, same_spec
 from ._weights import Weights, check_weights
 
-__all__ = ["FORMAT_VERSION", "load", "read_file", "save_file", "write_atomic", "write_file"]
+__all__ = [
+    "FORMAT_VERSION",
+    "destination",
+    "load",
+    "publish",
+    "read_file",
+    "save_file",
+    "staging",
+    "write_atomic",
+    "write_file",
+]
 
 FORMAT_NAME = "unirnn"
 FORMAT_VERSION = 1
@@ -42,24 +59,113 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+_STAGING = ".unirnn-staging-"
+"""Staging folders are named ``.{destination name}.unirnn-staging-{pid}-{random}``."""
 
-    The file gets the permissions ``open(path, "wb")`` would give it (``0o666`` less the
-    umask), not the private ``0o600`` of the temporary file it starts as.
+
+def destination(path: str | os.PathLike[str]) -> Path:
+    """Where writing ``path`` lands: a symlink's target (the link itself is kept).
+
+    Raises:
+        IsADirectoryError: ``path`` is a directory; the message names it.
+        FileNotFoundError: its folder does not exist.
     """
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    target = Path(os.path.realpath(path))
+    if target.is_dir():
+        raise IsADirectoryError(f"{os.fspath(path)!r} is a directory; expected a file name")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"{os.fspath(path)!r}: no folder {str(target.parent)!r} "
+                                "to write it in")
+    return target
+
+
+def _alive(pid: int) -> bool:
     try:
-        with os.fdopen(fd, "wb") as handle:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _remove_stale_staging(target: Path) -> None:
+    """Remove staging left beside ``target`` by runs that were killed (their pid is gone)."""
+    for folder in target.parent.glob(f".{glob.escape(target.name)}{_STAGING}*"):
+        pid_text = folder.name[len(f".{target.name}{_STAGING}"):].split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _alive(int(pid_text)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def staging(target: Path) -> Iterator[Path]:
+    """A private folder beside ``target`` (same file system, so publishing is a rename),
+    removed with all it holds when the block ends, however it ends; staging left by a
+    killed run for the same destination is removed first."""
+    _remove_stale_staging(target)
+    folder = tempfile.mkdtemp(prefix=f".{target.name}{_STAGING}{os.getpid()}-",
+                              dir=target.parent)
+    try:
+        yield Path(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def publish(staged: Path, target: Path, *, overwrite: bool, shown_as: str | None = None
+            ) -> None:
+    """Move the finished file ``staged`` to ``target`` (from :func:`destination`).
+
+    ``overwrite=False`` cannot replace a file, even one that appears meanwhile: the
+    file is hard-linked into place, which fails if the name exists (an exclusive create
+    and a copy where the file system has no hard links). ``overwrite=True`` replaces it
+    atomically and keeps the replaced file's permission bits. A new file gets the
+    permissions ``open(path, "wb")`` would give it (``0o666`` less the umask).
+
+    Raises:
+        FileExistsError: ``target`` exists and ``overwrite`` is False.
+    """
+    shown = shown_as if shown_as is not None else str(target)
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode) if overwrite else None
+    except FileNotFoundError:
+        mode = None
+    os.chmod(staged, 0o666 & ~_umask() if mode is None else mode)
+    if overwrite:
+        os.replace(staged, target)
+        return
+    exists = FileExistsError(f"{shown!r} exists; pass --force (or overwrite=True) to "
+                             "overwrite it")
+    try:
+        os.link(staged, target)
+    except FileExistsError:
+        raise exists from None
+    except OSError:  # no hard links here: an exclusive create, then the bytes
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            raise exists from None
+        with os.fdopen(fd, "wb") as out, open(staged, "rb") as src:
+            shutil.copyfileobj(src, out)
+            out.flush()
+            os.fsync(out.fileno())
+    staged.unlink()
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True
+                 ) -> None:
+    """Write ``data`` to ``path`` through a staged file and an atomic rename.
+
+    A symlink is written through to its target; a replaced file keeps its permission
+    bits; ``overwrite=False`` refuses to replace a file (see :func:`publish`).
+    """
+    target = destination(path)
+    with staging(target) as folder:
+        staged = folder / target.name
+        with open(staged, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        publish(staged, target, overwrite=overwrite, shown_as=os.fspath(path))
 
 
 def save_file(path: str | os.PathLike[str], spec: Spec, weights: Mapping[str, Any]) -> None:
@@ -76,7 +182,7 @@ def save_file(path: str | os.PathLike[str], spec: Spec, weights: Mapping[str, An
         True
     """
     if not isinstance(spec, Spec):
-        raise ValueError(f"save: expected a unirnn.Spec; received {type(spec).__name__}")
+        raise FileFormatError(f"save: expected a unirnn.Spec; received {type(spec).__name__}")
     checked = check_weights(spec, weights)
     tensors = {name: np.ascontiguousarray(array) for name, array in checked.items()}
     metadata = {
@@ -102,29 +208,29 @@ def load(path: str | os.PathLike[str]) -> tuple[Spec, Weights]:
         with safe_open(str(path), framework="np") as handle:
             metadata = handle.metadata() or {}
             if metadata.get("format") != FORMAT_NAME:
-                raise ValueError(
+                raise FileFormatError(
                     f"{str(path)!r} is a safetensors file but not a unirnn file (its metadata "
                     f"has no format='unirnn'); expected a file written by unirnn.save"
                 )
             arrays = {name: handle.get_tensor(name) for name in handle.keys()}
     except SafetensorError as err:
-        raise ValueError(
+        raise FileFormatError(
             f"{str(path)!r} is not a unirnn file: expected a .safetensors file written by "
             f"unirnn.save; could not read it ({err})"
         ) from None
     try:
         version = int(metadata.get("format_version", ""))
     except ValueError:
-        raise ValueError(
+        raise FileFormatError(
             f"{str(path)!r}: format_version {metadata.get('format_version')!r} is not a number"
         ) from None
     if version > FORMAT_VERSION:
-        raise ValueError(
+        raise FileFormatError(
             f"{str(path)!r} has unirnn format version {version}; this unirnn reads up to "
             f"{FORMAT_VERSION}: upgrade unirnn"
         )
     if "spec" not in metadata:
-        raise ValueError(f"{str(path)!r}: the unirnn metadata holds no spec")
+        raise FileFormatError(f"{str(path)!r}: the unirnn metadata holds no spec")
     spec = Spec.from_json(metadata["spec"])
     return spec, check_weights(spec, arrays)
 

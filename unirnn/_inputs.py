@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import InputError
 from ._spec import Spec
 
 __all__ = [
@@ -37,18 +38,18 @@ def check_input_shape(spec: Spec, shape: tuple[Any, ...], layout: str = "(N, T, 
     unknown size (``None``, as Keras' functional API traces) is not judged.
     """
     if len(shape) != 3:
-        raise ValueError(
+        raise InputError(
             f"input: expected a rank-3 array {layout} with I={spec.input_size}; "
             f"received shape {shape}"
         )
     if shape[-1] is not None and shape[-1] != spec.input_size:
-        raise ValueError(
+        raise InputError(
             f"input: expected {spec.input_size} features in the last axis of {layout}; "
             f"received shape {shape}"
         )
     steps = shape[time_axis]
     if steps is not None and steps < 1:
-        raise ValueError(
+        raise InputError(
             f"input: expected at least one time step (T >= 1) in {layout}; received T={steps} "
             f"(shape {shape})"
         )
@@ -60,15 +61,15 @@ def check_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray:
     if array.dtype.kind not in "iu" and not (
         array.dtype.kind == "f" and np.all(np.equal(np.mod(array, 1), 0))
     ):
-        raise ValueError(f"lengths: expected integers; received dtype {array.dtype}")
+        raise InputError(f"lengths: expected integers; received dtype {array.dtype}")
     if array.shape != (batch,):
-        raise ValueError(f"lengths: expected shape ({batch},) (one per sequence); "
+        raise InputError(f"lengths: expected shape ({batch},) (one per sequence); "
                          f"received {array.shape}")
     array = array.astype(np.int64)
     bad = (array < 1) | (array > steps)
     if bad.any():
         index = int(np.argmax(bad))
-        raise ValueError(
+        raise InputError(
             f"lengths: expected every length in [1, {steps}] (T={steps}); "
             f"received lengths[{index}]={int(array[index])}"
         )
@@ -100,18 +101,18 @@ def check_stacked_state(spec: Spec, state: Any, batch: int, name: str = "initial
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             what = type(state).__name__ + (f" of length {len(state)}"
                                            if isinstance(state, (tuple, list)) else "")
-            raise ValueError(f"{name}: an lstm takes a pair (h0, c0); received {what}")
+            raise InputError(f"{name}: an lstm takes a pair (h0, c0); received {what}")
         given = tuple(state)
     else:
         if isinstance(state, (tuple, list)) or not hasattr(state, "shape") and \
                 not isinstance(state, np.ndarray):
-            raise ValueError(f"{name}: a {spec.family} takes one array h0; received "
+            raise InputError(f"{name}: a {spec.family} takes one array h0; received "
                              f"{type(state).__name__}")
         given = (state,)
     for label, array, shape in zip(("h0", "c0"), given, state_shapes(spec, batch)):
         received = _shape(array)
         if received != shape:
-            raise ValueError(
+            raise InputError(
                 f"{name} {label}: expected shape {shape} (num_layers*num_directions, batch, "
                 f"size); received {received}"
             )
@@ -131,7 +132,7 @@ def check_state_list(spec: Spec, states: Sequence[Any], batch: Any,
     expected = [(k, direction, part) for k in range(spec.num_layers)
                 for direction in spec.directions for part in names]
     if len(states) != len(expected):
-        raise ValueError(
+        raise InputError(
             f"{name}: expected {len(expected)} tensors (per layer and direction, "
             f"[{', '.join(names)}]); received {len(states)}"
         )
@@ -140,7 +141,7 @@ def check_state_list(spec: Spec, states: Sequence[Any], batch: Any,
         size = sizes[part]
         if len(received) != 2 or received[1] != size or (
                 None not in (batch, received[0]) and received[0] != batch):
-            raise ValueError(
+            raise InputError(
                 f"{name}[{i}] (layer {k}, {direction}, {part}): expected shape "
                 f"(N, {size}) with N={batch}; received {received}"
             )
@@ -149,5 +150,5 @@ def check_state_list(spec: Spec, states: Sequence[Any], batch: Any,
 def check_cotangent(shape: tuple[int, ...], expected: tuple[int, ...]) -> None:
     """A cotangent has the outputs' shape ``(N, T, D*P)``."""
     if tuple(shape) != tuple(expected):
-        raise ValueError(f"cotangent: expected shape {tuple(expected)} (N, T, D*P), the "
+        raise InputError(f"cotangent: expected shape {tuple(expected)} (N, T, D*P), the "
                          f"outputs'; received {tuple(shape)}")

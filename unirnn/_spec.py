@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._activations import canonical_activation
+from ._errors import SpecError
 
 __all__ = [
     "FAMILIES",
@@ -71,12 +72,12 @@ _CONSTRUCTOR_OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 })
 
 
-def _other_family(name: str, value: Any, family: str) -> ValueError:
+def _other_family(name: str, value: Any, family: str) -> SpecError:
     """The error for an option ``name`` of another family than ``family``."""
     owners = [f for f, names in _CONSTRUCTOR_OPTIONS.items() if name in names]
     where = (f"family {owners[0]!r}" if len(owners) == 1
              else "families " + ", ".join(repr(f) for f in owners))
-    return ValueError(
+    return SpecError(
         f"{name}: applies to {where} only; received {name}={value!r} for family {family!r}"
     )
 
@@ -190,21 +191,21 @@ class Spec:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         if self.family not in FAMILIES:
-            raise ValueError(
+            raise SpecError(
                 f"family: expected one of {', '.join(FAMILIES)}; received {self.family!r}"
             )
         for name in ("input_size", "hidden_size", "num_layers"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1; received {value!r}")
+                raise SpecError(f"{name}: expected an integer >= 1; received {value!r}")
             set_(self, name, int(value))  # a plain int: np.int64(3) becomes 3
         for name in ("bias", "bidirectional", "peepholes"):
             value = getattr(self, name)
             if not isinstance(value, bool):
-                raise ValueError(f"{name}: expected True or False; received {value!r}")
+                raise SpecError(f"{name}: expected True or False; received {value!r}")
         dropout = self.dropout
         if not _is_real(dropout) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout: expected a number in [0, 1); received {dropout!r}")
+            raise SpecError(f"dropout: expected a number in [0, 1); received {dropout!r}")
         set_(self, "dropout", float(dropout))
 
         # Options of another family: reject rather than ignore.
@@ -216,9 +217,9 @@ class Spec:
             reset = "after" if self.reset is None else self.reset
             update = "old" if self.update is None else self.update
             if reset not in RESETS:
-                raise ValueError(f"reset: expected 'after' or 'before'; received {reset!r}")
+                raise SpecError(f"reset: expected 'after' or 'before'; received {reset!r}")
             if update not in UPDATES:
-                raise ValueError(
+                raise SpecError(
                     f"update: expected 'old' (h = z*h + (1-z)*n) or 'new' "
                     f"(h = (1-z)*h + z*n); received {update!r}"
                 )
@@ -226,33 +227,33 @@ class Spec:
             set_(self, "update", update)
         if self.family == "lstm":
             if not _is_int(self.proj_size) or not 0 <= self.proj_size:
-                raise ValueError(
+                raise SpecError(
                     f"proj_size: expected an integer >= 0 (0: no projection); "
                     f"received {self.proj_size!r}"
                 )
             set_(self, "proj_size", int(self.proj_size))
             if self.proj_size >= self.hidden_size:
-                raise ValueError(
+                raise SpecError(
                     f"proj_size: expected less than hidden_size={self.hidden_size}; "
                     f"received {self.proj_size}"
                 )
             if self.cell_clip is not None:
                 clip = self.cell_clip
                 if not _is_real(clip) or not (math.isfinite(clip) and clip > 0):
-                    raise ValueError(
+                    raise SpecError(
                         f"cell_clip: expected a positive finite number or None; received {clip!r}"
                     )
                 set_(self, "cell_clip", float(clip))
 
         if not isinstance(self.activations, Mapping):
-            raise ValueError(
+            raise SpecError(
                 f"activations: expected a mapping of role to activation name; "
                 f"received {self.activations!r}"
             )
         roles = ROLES[self.family]
         unknown = [r for r in self.activations if r not in roles]
         if unknown:
-            raise ValueError(
+            raise SpecError(
                 f"activations: role {unknown[0]!r} does not exist for family {self.family!r}; "
                 f"expected roles {', '.join(roles)}"
             )
@@ -261,7 +262,7 @@ class Spec:
             try:
                 merged[role] = canonical_activation(name)
             except ValueError as err:
-                raise ValueError(f"activations[{role!r}]: {err}") from None
+                raise SpecError(f"activations[{role!r}]: {err}") from None
         set_(self, "activations", RoleActivations({r: merged[r] for r in roles}))
 
     def __hash__(self) -> int:
@@ -331,29 +332,29 @@ class Spec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Spec:
         if not isinstance(data, Mapping):
-            raise ValueError(f"a spec must be a JSON object; received {type(data).__name__}")
+            raise SpecError(f"a spec must be a JSON object; received {type(data).__name__}")
         data = dict(data)
         version = data.pop("format", SPEC_FORMAT)
         if not _is_int(version) or version < 1:
-            raise ValueError(
+            raise SpecError(
                 f"spec: the format field must be an integer >= 1 (the spec format version; "
                 f"this unirnn writes {SPEC_FORMAT}); received format={version!r}"
             )
         if version > SPEC_FORMAT:
-            raise ValueError(
+            raise SpecError(
                 f"spec format {version!r} is newer than this unirnn reads (format "
                 f"{SPEC_FORMAT}); upgrade unirnn"
             )
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(
+            raise SpecError(
                 f"spec: unknown field(s) {', '.join(unknown)}; expected fields "
                 f"{', '.join(sorted(names))}"
             )
         for required in ("family", "input_size", "hidden_size"):
             if required not in data:
-                raise ValueError(f"spec: missing required field {required!r}")
+                raise SpecError(f"spec: missing required field {required!r}")
         return cls(**data)
 
     @classmethod
@@ -362,7 +363,7 @@ class Spec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"spec: expected JSON text; could not parse it ({err})") from None
+            raise SpecError(f"spec: expected JSON text; could not parse it ({err})") from None
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> Spec:
@@ -396,7 +397,7 @@ def _activations(
             merged["h"] = activation
     if activations is not None:
         if not isinstance(activations, Mapping):
-            raise ValueError(
+            raise SpecError(
                 f"activations: expected a mapping of role to name such as {{'z': 'gelu'}}; "
                 f"received {activations!r}"
             )
@@ -570,7 +571,7 @@ def preset(name: str, input_size: int, hidden_size: int, **options: Any) -> Spec
     try:
         _, family, defining = _PRESETS[name]
     except KeyError:
-        raise ValueError(
+        raise SpecError(
             f"unknown preset {name!r}; expected one of {', '.join(_PRESETS)}"
         ) from None
     merged = dict(options)
@@ -583,13 +584,13 @@ def preset(name: str, input_size: int, hidden_size: int, **options: Any) -> Spec
                      != canonical_activation(fixed[r])]
             if clash:
                 role = clash[0]
-                raise ValueError(
+                raise SpecError(
                     f"activations[{role!r}]: preset {name!r} fixes it to {fixed[role]!r}; "
                     f"received {given[role]!r}. Build the spec with unirnn.{family}() instead"
                 )
             merged[key] = {**given, **fixed}
         elif key in options and given != fixed:
-            raise ValueError(
+            raise SpecError(
                 f"{key}: preset {name!r} fixes {key}={fixed!r}; received {key}={given!r}. "
                 f"Build the spec with unirnn.{family}() instead"
             )
@@ -605,7 +606,7 @@ def same_spec(given: Spec | None, held: Spec, where: str) -> Spec:
         ValueError: ``given`` is a different spec; the message shows both and ``where``.
     """
     if given is not None and given != held:
-        raise ValueError(
+        raise SpecError(
             f"spec: {where} holds {held.to_json()}; received a different spec "
             f"{given.to_json()}. Leave spec (--spec) out to use the source's own"
         )

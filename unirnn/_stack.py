@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from ._errors import InputError
 from ._spec import Spec
 
 __all__ = ["Carry", "Scan", "StackOps", "run_stack", "stack_rows", "unstack_rows"]
@@ -118,7 +119,7 @@ def run_stack(
         the final carries in the order of ``carries``.
     """
     if lengths is not None and mask is not None:
-        raise ValueError("run_stack: expected lengths or a mask, not both")
+        raise InputError("run_stack: expected lengths or a mask, not both")
     valid = index = None
     if lengths is not None:
         t = ops.positions(x.shape[0], lengths)

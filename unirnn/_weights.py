@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from ._errors import WeightsError
 from ._spec import Spec
 
 __all__ = ["Weights", "check_weights", "init_weights", "weight_shapes"]
@@ -76,14 +77,14 @@ class Weights(Mapping[str, np.ndarray]):
 
     def __init__(self, arrays: Mapping[str, Any]) -> None:
         if not isinstance(arrays, Mapping):
-            raise ValueError(
+            raise WeightsError(
                 f"Weights: expected a mapping of name to array; received {type(arrays).__name__}"
             )
         converted: dict[str, np.ndarray] = {}
         for name, value in arrays.items():
             array = np.array(value, copy=True)
             if array.dtype.kind != "f":
-                raise ValueError(
+                raise WeightsError(
                     f"weight {name!r}: expected a floating-point array; received dtype "
                     f"{array.dtype}"
                 )
@@ -117,7 +118,7 @@ class Weights(Mapping[str, np.ndarray]):
     def dtype(self) -> np.dtype[Any]:
         dtypes = {v.dtype for v in self._arrays.values()}
         if len(dtypes) != 1:
-            raise ValueError(f"weights mix dtypes {sorted(map(str, dtypes))}")
+            raise WeightsError(f"weights mix dtypes {sorted(map(str, dtypes))}")
         return dtypes.pop()
 
 
@@ -133,21 +134,21 @@ def check_weights(spec: Spec, weights: Mapping[str, Any]) -> Weights:
     expected = weight_shapes(spec)
     missing = [n for n in expected if n not in weights]
     if missing:
-        raise ValueError(
+        raise WeightsError(
             f"weights: missing tensor {missing[0]!r} (shape {expected[missing[0]]}) required by "
             f"the {spec.family} spec" + (f"; {len(missing) - 1} more missing" if len(missing) > 1
                                           else "")
         )
     extra = [n for n in weights if n not in expected]
     if extra:
-        raise ValueError(
+        raise WeightsError(
             f"weights: unexpected tensor {extra[0]!r} for this {spec.family} spec "
             f"(bias={spec.bias}, peepholes={spec.peepholes}, proj_size={spec.proj_size}, "
             f"num_layers={spec.num_layers}, bidirectional={spec.bidirectional})"
         )
     for name, shape in expected.items():
         if weights[name].shape != shape:
-            raise ValueError(
+            raise WeightsError(
                 f"weights: tensor {name!r} has shape {weights[name].shape}; expected {shape}"
             )
     if list(weights) != list(expected):
@@ -162,7 +163,7 @@ def init_weights(spec: Spec, seed: int = 0, dtype: DTypeLike = np.float32) -> We
     seed are the same numbers rounded.
     """
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed: expected an integer >= 0; received {seed!r}")
+        raise WeightsError(f"seed: expected an integer >= 0; received {seed!r}")
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(spec.hidden_size)
     return Weights(

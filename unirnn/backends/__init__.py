@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .._errors import SpecError
 from .._evaluation import Evaluation
 from .._extras import missing
 from .._spec import Spec
@@ -70,7 +71,7 @@ def backend_module(backend: str) -> Backend:
     try:
         info = BACKENDS[backend]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise SpecError(
             f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}"
         ) from None
     if info.framework is not None and not framework_installed(info.framework):
@@ -95,7 +96,7 @@ def build(spec: Spec, backend: str = "numpy", weights: Mapping[str, Any] | None 
         keras: a Keras layer; flax: a Flax module.
     """
     if not isinstance(spec, Spec):
-        raise ValueError(f"build: expected a unirnn.Spec; received {type(spec).__name__}")
+        raise SpecError(f"build: expected a unirnn.Spec; received {type(spec).__name__}")
     return backend_module(backend).build(spec, weights=weights, **options)
 
 
@@ -111,7 +112,7 @@ update=old; layers=1'
     kernel = getattr(module, "kernel", None)
     spec = getattr(module, "spec", None)
     if not isinstance(kernel, str) or not isinstance(spec, Spec):
-        raise ValueError(
+        raise SpecError(
             f"explain: expected a module built by unirnn.build (with .kernel and .spec); "
             f"received {type(module).__name__}"
         )

@@ -14,6 +14,7 @@ from flax import nnx
 from flax.nnx.nn.recurrent import RNNCellBase
 
 from .._cells import make_cell
+from .._errors import InputError, SpecError
 from .._spec import Spec
 from ..layouts.flax import cell_name, layer_weights
 from ..layouts.kernels import kernel_layout_shapes, to_kernel_layout
@@ -65,7 +66,7 @@ class UniCellNNX(RNNCellBase):
                 setattr(self, name, nnx.Param(jnp.asarray(given[name], param_dtype)))
         else:
             if rngs is None:
-                raise ValueError("rngs: expected nnx.Rngs to initialise the parameters "
+                raise SpecError("rngs: expected nnx.Rngs to initialise the parameters "
                                  "(or pass weights); received None")
             for name, shape in shapes.items():
                 setattr(self, name, nnx.Param(inits[name](rngs.params(), shape, param_dtype)))
@@ -156,7 +157,7 @@ class UniRNNNNX(nnx.Module):
             module = self.dropout
             training = not (module.deterministic if deterministic is None else deterministic)
             if training and getattr(module, "rngs", None) is None:
-                raise ValueError(
+                raise InputError(
                     f"dropout={spec.dropout} in training mode: expected a random stream for "
                     "the dropout masks; the model was built without rngs. Build it with "
                     "rngs=nnx.Rngs(dropout=0) (also when passing weights=), or run it "

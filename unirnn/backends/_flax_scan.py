@@ -18,6 +18,7 @@ import numpy as np
 
 from .._activations import BUILTIN_NAMES, resolve_activation
 from .._cells import Cell
+from .._errors import InputError
 from .._inputs import check_input_shape, check_lengths, check_state_list
 from .._spec import Spec
 from .._stack import Carry, run_stack
@@ -293,7 +294,7 @@ def apply_stack(
     input's layout. ``hoist_input=None``: see :func:`hoists_input`.
     """
     if reverse and spec.bidirectional:
-        raise ValueError("reverse: expected a unidirectional spec; received bidirectional=True")
+        raise InputError("reverse: expected a unidirectional spec; received bidirectional=True")
     check_input_shape(spec, tuple(inputs.shape), "(T, N, I)" if time_major else "(N, T, I)",
                       time_axis=0 if time_major else 1)
     x = inputs if time_major else jnp.swapaxes(inputs, 0, 1)
@@ -323,7 +324,7 @@ def _carries(spec: Spec, initial_carry: Any, batch: int, dtype: Any) -> list[Any
     if initial_carry is None:
         return [zero_carry(spec, (batch,), dtype) for _ in range(rows)]
     if not isinstance(initial_carry, (tuple, list)) or len(initial_carry) != rows:
-        raise ValueError(
+        raise InputError(
             f"initial_carry: expected a tuple of {rows} cell carries (one per layer and "
             f"direction); received {type(initial_carry).__name__}"
             + (f" of length {len(initial_carry)}" if isinstance(initial_carry, (tuple, list))

@@ -18,6 +18,7 @@ from keras import ops
 
 from .._activations import resolve_activation
 from .._cells import Cell, folded_bias_rows, make_cell
+from .._errors import SpecError
 from .._spec import Spec
 from ..layouts.kernels import KERNEL_LAYOUT, kernel_layout_shapes, to_kernel_layout
 
@@ -151,7 +152,7 @@ def as_spec(spec: Spec | Mapping[str, Any] | str) -> Spec:
         return Spec.from_json(spec)
     if isinstance(spec, Mapping):
         return Spec.from_dict(spec)
-    raise ValueError(f"spec: expected a unirnn.Spec, dict or JSON; received {type(spec).__name__}")
+    raise SpecError(f"spec: expected a unirnn.Spec, dict or JSON; received {type(spec).__name__}")
 
 
 @keras.saving.register_keras_serializable(package="unirnn")
@@ -176,7 +177,7 @@ class UniRNNCell(keras.layers.Layer):
         super().__init__(**kwargs)
         spec = as_spec(spec)
         if not (isinstance(layer, int) and 0 <= layer < spec.num_layers):
-            raise ValueError(f"layer: expected 0..{spec.num_layers - 1}; received {layer!r}")
+            raise SpecError(f"layer: expected 0..{spec.num_layers - 1}; received {layer!r}")
         self.spec = spec
         self.layer_index = layer
         P, H = spec.output_size, spec.hidden_size

@@ -14,6 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from .._errors import SpecError
+
 __all__ = ["gradients"]
 
 Grads = dict[tuple[int, str], list[np.ndarray]]
@@ -35,7 +37,7 @@ def gradients(layer: Any, run: Callable[[Any], list[Any]], x: np.ndarray,
     elif backend == "torch":
         result, dx, dvars = _torch(run, x, cotangent, variables)
     else:
-        raise ValueError(f"gradients: expected Keras backend tensorflow, jax or torch; "
+        raise SpecError(f"gradients: expected Keras backend tensorflow, jax or torch; "
                          f"received {backend!r}")
     out: Grads = {}
     i = 0

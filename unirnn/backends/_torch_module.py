@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .._cells import Cell, make_cell
+from .._errors import InputError, SpecError
 from .._inputs import check_input_shape, check_lengths, check_stacked_state, state_shapes
 from .._spec import Spec
 from .._stack import run_stack, stack_rows, unstack_rows
@@ -37,7 +38,7 @@ def torch_dtype(dtype: Any) -> torch.dtype:
         name = str(dtype)
     table = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}
     if name not in table:
-        raise ValueError(
+        raise SpecError(
             f"dtype: expected float32, float64, bfloat16 or float16; received {dtype!r}"
         )
     return table[name]
@@ -88,9 +89,9 @@ class TorchRNN(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(spec, Spec):
-            raise ValueError(f"spec: expected a unirnn.Spec; received {type(spec).__name__}")
+            raise SpecError(f"spec: expected a unirnn.Spec; received {type(spec).__name__}")
         if path not in ("auto", "native", "custom"):
-            raise ValueError(f"path: expected 'auto', 'native' or 'custom'; received {path!r}")
+            raise SpecError(f"path: expected 'auto', 'native' or 'custom'; received {path!r}")
         self.spec = spec
         self.input_size = spec.input_size
         self.hidden_size = spec.hidden_size
@@ -105,7 +106,7 @@ class TorchRNN(nn.Module):
 
         problem = torch_layout.native_problem(spec)
         if path == "native" and problem is not None:
-            raise ValueError(
+            raise SpecError(
                 f"path='native': torch has no fused kernel for this spec "
                 f"({problem}); use path='auto' or 'custom'"
             )
@@ -188,7 +189,7 @@ class TorchRNN(nn.Module):
         spec = self.spec
         if isinstance(input, PackedSequence):
             if lengths is not None:
-                raise ValueError("lengths: a PackedSequence carries its own lengths; "
+                raise InputError("lengths: a PackedSequence carries its own lengths; "
                                  "received lengths= as well")
             batch = int(input.batch_sizes[0])
             self._check_dtype(input.data)
@@ -211,7 +212,7 @@ class TorchRNN(nn.Module):
             return out, self._state_out(final)
 
         if not isinstance(input, Tensor):
-            raise ValueError(f"input: expected a torch.Tensor or PackedSequence; "
+            raise InputError(f"input: expected a torch.Tensor or PackedSequence; "
                              f"received {type(input).__name__}")
         self._check_dtype(input)
         unbatched = input.dim() == 2
@@ -222,7 +223,7 @@ class TorchRNN(nn.Module):
             given = hx if isinstance(hx, (tuple, list)) else () if hx is None else (hx,)
             for state in given:
                 if isinstance(state, Tensor) and state.dim() != 2:
-                    raise ValueError(
+                    raise InputError(
                         f"hx: unbatched (T, I) input takes 2-D states (L*D, H); received a "
                         f"{state.dim()}-D state of shape {tuple(state.shape)}"
                     )
@@ -278,7 +279,7 @@ class TorchRNN(nn.Module):
     def _check_dtype(self, input: Tensor) -> None:
         expected = getattr(self, self._flat_names[0]).dtype
         if input.dtype != expected:
-            raise ValueError(
+            raise InputError(
                 f"input: expected dtype {expected} (the parameters'); received "
                 f"{input.dtype}; convert one with .to()"
             )
@@ -290,7 +291,7 @@ class TorchRNN(nn.Module):
         given = check_stacked_state(self.spec, hx, batch, "hx")
         for state in given:
             if not isinstance(state, Tensor):
-                raise ValueError(f"hx: expected torch tensors; received "
+                raise InputError(f"hx: expected torch tensors; received "
                                  f"{type(state).__name__}; convert with torch.as_tensor")
         return tuple(s.to(dtype=like.dtype) for s in given)
 

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._errors import SpecError
 from .._evaluation import Evaluation
 from .._inputs import check_cotangent, check_input_shape, check_lengths, check_stacked_state
 from .._spec import Spec
@@ -93,9 +94,9 @@ def build(spec: Spec, weights: Mapping[str, Any] | None = None, *, api: str = "l
         weights = check_weights(spec, weights)
     _check_api(api)
     if module not in ("layer", "cell"):
-        raise ValueError(f"module: expected 'layer' or 'cell'; received {module!r}")
+        raise SpecError(f"module: expected 'layer' or 'cell'; received {module!r}")
     if module == "cell" and (spec.num_layers != 1 or spec.bidirectional):
-        raise ValueError(
+        raise SpecError(
             f"module='cell': expected a single-layer unidirectional spec; received "
             f"num_layers={spec.num_layers}, bidirectional={spec.bidirectional}"
         )
@@ -113,7 +114,7 @@ def build(spec: Spec, weights: Mapping[str, Any] | None = None, *, api: str = "l
 
 def _check_api(api: str) -> None:
     if api not in ("linen", "nnx"):
-        raise ValueError(f"api: expected 'linen' or 'nnx'; received {api!r}")
+        raise SpecError(f"api: expected 'linen' or 'nnx'; received {api!r}")
 
 
 def variables_from_weights(spec: Spec, weights: Mapping[str, Any], dtype: Any = None
@@ -151,7 +152,7 @@ def evaluate(
     """
     np_dtype = np.dtype(dtype)
     if np_dtype == np.float64 and not jax.config.read("jax_enable_x64"):
-        raise ValueError("dtype float64: expected jax_enable_x64 to be on; it is off "
+        raise SpecError("dtype float64: expected jax_enable_x64 to be on; it is off "
                          "(jax.config.update('jax_enable_x64', True))")
     weights = check_weights(spec, weights)
     x = np.asarray(x)

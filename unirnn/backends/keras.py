@@ -38,6 +38,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from .._errors import FileFormatError, InputError, SpecError
 from .._evaluation import Evaluation
 from .._inputs import (
     check_cotangent,
@@ -141,12 +142,12 @@ class UniRNN(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         if path not in PATHS:
-            raise ValueError(f"path: expected one of {', '.join(PATHS)}; received {path!r}")
+            raise SpecError(f"path: expected one of {', '.join(PATHS)}; received {path!r}")
         super().__init__(**kwargs)
         spec = as_spec(spec)
         problem = native_problem_here(spec, self.compute_dtype)
         if path == "native" and problem is not None:
-            raise ValueError(f"path='native': Keras' own layers cannot compute this spec "
+            raise SpecError(f"path='native': Keras' own layers cannot compute this spec "
                              f"exactly: {problem}; use path='auto' or 'custom'")
         self.spec = spec
         self.return_sequences = bool(return_sequences)
@@ -223,7 +224,7 @@ class UniRNN(keras.layers.Layer):
             if len(received) != 2 or any(
                     e is not None and r is not None and e != r
                     for e, r in zip((batch, steps), received)):
-                raise ValueError(f"mask: expected shape (N, T) = {(batch, steps)}, one flag per "
+                raise InputError(f"mask: expected shape (N, T) = {(batch, steps)}, one flag per "
                                  f"sequence and step; received {received}")
         if initial_state is None:
             return None
@@ -277,7 +278,7 @@ class UniRNN(keras.layers.Layer):
             cause = err.__context__
             if config.get("path") != "native" or not isinstance(cause, ValueError):
                 raise
-            raise ValueError(
+            raise FileFormatError(
                 f"UniRNN {config.get('name')!r} was saved on path 'native' (Keras' own "
                 f"layers hold its variables), which cannot run here: {cause}. Load it where "
                 "Keras' layers compute it (float64: KERAS_BACKEND=tensorflow), read its "
@@ -325,12 +326,12 @@ def check_dtype(dtype: Any) -> str:
     except TypeError:
         name = repr(dtype)
     if name not in ("float32", "float64"):
-        raise ValueError(f"dtype: expected float32 or float64; received {name}")
+        raise SpecError(f"dtype: expected float32 or float64; received {name}")
     if name == "float64" and keras.backend.backend() == "jax":
         import jax
 
         if not jax.config.read("jax_enable_x64"):
-            raise ValueError("dtype float64 on Keras' jax backend needs x64: set "
+            raise SpecError("dtype float64 on Keras' jax backend needs x64: set "
                              "JAX_ENABLE_X64=1 before importing jax; received x64 disabled")
     return name
 

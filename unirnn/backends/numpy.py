@@ -14,6 +14,7 @@ from numpy.typing import DTypeLike
 
 from .._activations import NUMPY_ACTIVATIONS, resolve_activation
 from .._cells import Cell, make_cell
+from .._errors import SpecError
 from .._evaluation import Evaluation
 from .._inputs import check_input_shape, check_lengths, check_stacked_state, state_shapes
 from .._spec import Spec
@@ -90,7 +91,7 @@ class NumpyRNN:
                  dtype: DTypeLike = np.float32) -> None:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise ValueError(f"dtype: expected float32 or float64; received {self.dtype}")
+            raise SpecError(f"dtype: expected float32 or float64; received {self.dtype}")
         self.spec = spec
         weights = init_weights(spec, dtype=self.dtype) if weights is None else weights
         self.weights: Weights = check_weights(spec, weights).astype(self.dtype)
@@ -173,7 +174,7 @@ def evaluate(
 ) -> Evaluation:
     """Run on numpy inputs (see :mod:`unirnn._evaluation`); numpy computes no gradients."""
     if cotangent is not None:
-        raise ValueError("the numpy backend computes no gradients; pass cotangent=None")
+        raise SpecError("the numpy backend computes no gradients; pass cotangent=None")
     model = NumpyRNN(spec, weights, dtype=dtype)
     outputs, state = model(x, initial_state=initial_state, lengths=lengths)
     return Evaluation(outputs, state if isinstance(state, tuple) else (state,), model.kernel)

@@ -37,6 +37,8 @@ from .._evaluation import Evaluation
 from .._inputs import check_cotangent, check_input_shape, check_stacked_state
 from .._spec import Spec
 from .._weights import Weights
+from .._errors import SpecError
+from ._torch_cell import CELL_KERNELS, TorchRNNCell
 from ._torch_kernels import TORCH_ACTIVATIONS, TorchOps
 from ._torch_module import CUSTOM_KERNEL, TorchRNN, torch_dtype
 
@@ -46,17 +48,18 @@ __all__ = [
     "TORCH_ACTIVATIONS",
     "TorchOps",
     "TorchRNN",
+    "TorchRNNCell",
     "build",
     "canonical_weights",
     "evaluate",
 ]
 
 KERNELS = ("torch._VF.lstm", "torch._VF.gru", "torch._VF.rnn_tanh", "torch._VF.rnn_relu",
-           CUSTOM_KERNEL)
-"""The paths a :class:`TorchRNN` runs (its ``.kernel``)."""
+           CUSTOM_KERNEL, *CELL_KERNELS)
+"""The paths a :class:`TorchRNN` or :class:`TorchRNNCell` runs (its ``.kernel``)."""
 
 
-def canonical_weights(module: TorchRNN, dtype: Any = None) -> Weights:
+def canonical_weights(module: TorchRNN | TorchRNNCell, dtype: Any = None) -> Weights:
     """The module's parameters as canonical :class:`unirnn.Weights` (bfloat16 -> float32)."""
     arrays = {}
     for cname, tname in module.canonical_names().items():
@@ -72,9 +75,10 @@ def canonical_weights(module: TorchRNN, dtype: Any = None) -> Weights:
 
 
 def build(spec: Spec, weights: Mapping[str, Any] | None = None, *, batch_first: bool = False,
-          dtype: Any = None, device: Any = None, path: str = "auto") -> TorchRNN:
+          dtype: Any = None, device: Any = None, path: str = "auto",
+          module: str = "layer") -> TorchRNN | TorchRNNCell:
     """``unirnn.build(spec, backend="torch", weights=None, batch_first=False, dtype=None,
-    device=None, path="auto")``.
+    device=None, path="auto", module="layer")``.
 
     Args:
         spec: what to build.
@@ -84,7 +88,17 @@ def build(spec: Spec, weights: Mapping[str, Any] | None = None, *, batch_first: 
         device: parameter device.
         path: ``"auto"`` (torch's fused kernel when the spec is one, else unirnn's loop),
             ``"native"`` (fused kernel or ``ValueError``), ``"custom"`` (always unirnn's loop).
+        module: ``"layer"`` (:class:`TorchRNN`, like ``nn.LSTM``) or ``"cell"``
+            (:class:`TorchRNNCell`, one step like ``nn.LSTMCell``; a single-layer
+            unidirectional spec, and no ``batch_first``).
     """
+    if module == "cell":
+        if batch_first:
+            raise SpecError("batch_first: a cell module takes one step (N, I), which has no "
+                            "time axis; received batch_first=True with module='cell'")
+        return TorchRNNCell(spec, weights, dtype=dtype, device=device, path=path)
+    if module != "layer":
+        raise SpecError(f"module: expected 'layer' or 'cell'; received {module!r}")
     return TorchRNN(spec, weights, batch_first=batch_first, dtype=dtype, device=device,
                     path=path)
 
@@ -109,7 +123,7 @@ def evaluate(
     ``device`` and ``path`` are :func:`build`'s.
     """
     tdtype = torch_dtype(dtype)
-    model = build(spec, weights, batch_first=True, dtype=tdtype, device=device, path=path)
+    model = TorchRNN(spec, weights, batch_first=True, dtype=tdtype, device=device, path=path)
     xt = torch.tensor(np.asarray(x), dtype=tdtype, device=device)
     check_input_shape(spec, tuple(xt.shape))
     hx: Any = None

@@ -18,6 +18,8 @@ which that framework's files carry the spec. No module here imports a framework
 
 from __future__ import annotations
 
+from .._errors import WeightsError
+
 __all__ = ["GATES", "SPEC_KEY", "family_from_gates"]
 
 SPEC_KEY = "unirnn.spec"
@@ -39,7 +41,7 @@ def family_from_gates(rows: int, hidden: int, what: str) -> str:
     for family, gates in GATES.items():
         if hidden > 0 and rows == gates * hidden:
             return family
-    raise ValueError(
+    raise WeightsError(
         f"{what}: expected {', '.join(f'{g}*H ({f})' for f, g in GATES.items())} gate rows "
         f"for hidden size H={hidden}; received {rows}"
     )

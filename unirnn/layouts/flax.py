@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._cells import folded_bias_rows
+from .._errors import WeightsError
 from .._spec import Spec
 from . import GATES, family_from_gates
 from .kernels import from_kernel_layout, to_kernel_layout
@@ -194,7 +195,7 @@ def to_cell_tree(spec: Spec, layer: Mapping[str, np.ndarray], cell: str, api: st
     """
     problem = native_problem(spec, cell)
     if problem is not None:
-        raise ValueError(problem)
+        raise WeightsError(problem)
     H, G = spec.hidden_size, spec.num_gates
     w_x, w_h = layer["w_x"], layer["w_h"]
     zero = np.zeros(G * H, w_x.dtype)
@@ -206,7 +207,7 @@ def to_cell_tree(spec: Spec, layer: Mapping[str, np.ndarray], cell: str, api: st
     recurrent[:folded] = 0
     entries = cell_entries(cell, api)
     if np.any(recurrent != 0) and not any(e.bias == "recurrent" for e in entries):
-        raise ValueError(
+        raise WeightsError(
             f"b_hn (layer0.forward.b_h[{folded}:]): flax.{api}.{cell} has no recurrent bias, "
             "and b_hn cannot fold into the input bias (it is multiplied by r); received "
             "non-zero values. Use flax.linen.GRUCell (its 'hn' has a bias) or unirnn's own "
@@ -260,7 +261,7 @@ def infer_cell_spec(layer: Mapping[str, np.ndarray], cell: str,
     rows, hidden = layer["w_h"].shape
     family = family_from_gates(rows, hidden, f"{cell} recurrent kernel")
     if family != CELL_FAMILY[cell]:
-        raise ValueError(f"{cell}: expected a {CELL_FAMILY[cell]} cell's kernels; the "
+        raise WeightsError(f"{cell}: expected a {CELL_FAMILY[cell]} cell's kernels; the "
                          f"recurrent kernels have {rows // hidden} gates")
     return Spec(family, layer["w_x"].shape[1], hidden, dict(activations or {}))
 
@@ -282,7 +283,7 @@ def detect_cell(tree: Mapping[str, Any]) -> str | None:
         rows, cols = np.shape(tree["dense_h"]["kernel"])
         family = family_from_gates(cols, rows, "dense_h.kernel columns")
         return {"lstm": "OptimizedLSTMCell", "gru": "GRUCell", "rnn": "SimpleCell"}[family]
-    raise ValueError(f"from_flax: cannot tell which cell these params belong to (keys "
+    raise WeightsError(f"from_flax: cannot tell which cell these params belong to (keys "
                      f"{sorted(keys)}); pass cell= (None for unirnn's layer, or one of "
                      f"{', '.join(FLAX_CELLS)})")
 
@@ -324,7 +325,7 @@ def from_layer_tree(spec: Spec, tree: Mapping[str, Any]) -> dict[str, np.ndarray
         for direction in spec.directions:
             key = cell_name(layer, direction)
             if key not in tree:
-                raise ValueError(f"params: missing {key!r} required by the spec "
+                raise WeightsError(f"params: missing {key!r} required by the spec "
                                  f"(num_layers={spec.num_layers}, "
                                  f"bidirectional={spec.bidirectional})")
             for name, value in from_kernel_layout(tree[key]).items():
@@ -372,11 +373,11 @@ def carried_spec(tree: Mapping[str, Any]) -> tuple[Mapping[str, Any], Spec | Non
         return tree, None
     entry = tree[SPEC_ENTRY]
     if "spec" not in entry:
-        raise ValueError(f"Flax tree: the {SPEC_ENTRY!r} entry holds no 'spec'; expected "
+        raise WeightsError(f"Flax tree: the {SPEC_ENTRY!r} entry holds no 'spec'; expected "
                          f"{{'spec': <the spec's JSON>}} as written by unirnn")
     try:
         spec = Spec.from_json(_spec_text(entry["spec"]))
     except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"Flax tree: the {SPEC_ENTRY!r} entry's spec is not a unirnn spec "
+        raise WeightsError(f"Flax tree: the {SPEC_ENTRY!r} entry's spec is not a unirnn spec "
                          f"({err})") from None
     return {k: v for k, v in tree.items() if k != SPEC_ENTRY}, spec

@@ -27,6 +27,7 @@ import numpy as np
 
 from .._activations import parse_activation
 from .._cells import folded_bias_rows
+from .._errors import SpecError, WeightsError
 from .._spec import Spec
 from . import family_from_gates
 
@@ -105,7 +106,7 @@ def unirnn_activation(keras_name: object) -> str:
     if isinstance(name, Mapping):  # a serialised activation, e.g. {"config": "relu", ...}
         name = name.get("config", name)
     if not isinstance(name, (str, type(None))) or name not in _FROM_KERAS:
-        raise ValueError(
+        raise SpecError(
             f"Keras activation {keras_name!r} has no identical unirnn activation; expected one "
             f"of {', '.join(sorted(k for k in _FROM_KERAS if k))}"
         )
@@ -282,14 +283,14 @@ def from_native_arrays(spec: Spec, arrays: Sequence[np.ndarray]) -> dict[str, np
     cls = NATIVE_CLASSES[spec.family]
     expected = 3 if spec.bias else 2
     if len(arrays) != expected:
-        raise ValueError(
+        raise WeightsError(
             f"Keras {cls}: expected {expected} weight arrays (kernel, "
             f"recurrent_kernel{', bias' if spec.bias else ''}); received {len(arrays)}"
         )
     kernel, recurrent = (np.asarray(a) for a in arrays[:2])
     GH = spec.num_gates * H
     if kernel.ndim != 2 or kernel.shape[1] != GH or recurrent.shape != (H, GH):
-        raise ValueError(
+        raise WeightsError(
             f"Keras {cls}: expected kernel (I, {GH}) and recurrent_kernel ({H}, {GH}); "
             f"received {kernel.shape} and {recurrent.shape}"
         )
@@ -302,7 +303,7 @@ def from_native_arrays(spec: Spec, arrays: Sequence[np.ndarray]) -> dict[str, np
         shape = native_shapes(spec, kernel.shape[0])["bias"]
         if bias.shape != shape:
             what = f"GRU(reset_after={spec.reset == 'after'})" if spec.family == "gru" else cls
-            raise ValueError(f"Keras {what}: expected bias {shape}; received {bias.shape}")
+            raise WeightsError(f"Keras {what}: expected bias {shape}; received {bias.shape}")
         if one_bias(spec):
             out["b_x"] = _gru_blocks(bias) if spec.family == "gru" else bias.copy()
             out["b_h"] = np.zeros_like(bias)
@@ -321,21 +322,21 @@ def spec_from_arrays(groups: Sequence[Sequence[np.ndarray]], where: str) -> Spec
             (its arrays do not record ``reset_after``). ``where`` names the source.
     """
     if len(groups) not in (1, 2):
-        raise ValueError(
+        raise WeightsError(
             f"{where}: holds {len(groups)} recurrent layer directions; only one layer (or one "
             "Bidirectional) can be inferred from a weights file. Pass model= or spec="
         )
     arrays = groups[0]
     kernel, recurrent = np.shape(arrays[0]), np.shape(arrays[1])
     if len(kernel) != 2 or len(recurrent) != 2:
-        raise ValueError(f"{where}: expected a kernel (I, G*H) and a recurrent_kernel "
+        raise WeightsError(f"{where}: expected a kernel (I, G*H) and a recurrent_kernel "
                          f"(H, G*H); received {kernel} and {recurrent}")
     hidden = recurrent[0]
     family = family_from_gates(recurrent[1], hidden, f"{where}: recurrent_kernel {recurrent}")
     keywords: dict[str, Any] = {"bias": len(arrays) == 3, "bidirectional": len(groups) == 2}
     if family == "gru":
         if len(arrays) == 2:
-            raise ValueError(f"{where}: a GRU without bias does not record reset_after; "
+            raise WeightsError(f"{where}: a GRU without bias does not record reset_after; "
                              "pass model= or spec=")
         keywords["reset"] = "after" if np.ndim(arrays[2]) == 2 else "before"
     return Spec(family, int(kernel[0]), int(hidden), **keywords)

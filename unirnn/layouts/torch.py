@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .._errors import WeightsError
 from .._spec import Spec, gru, lstm, rnn
 from .._weights import weight_shapes
 from . import SPEC_KEY, family_from_gates
@@ -156,27 +157,27 @@ def infer_spec(shapes: Mapping[str, tuple[int, ...]]) -> Spec:
             names the entry and what was expected.
     """
     if "weight_ih_l0" not in shapes or "weight_hh_l0" not in shapes:
-        raise ValueError(
+        raise WeightsError(
             "from_torch: expected a state dict of nn.RNN/LSTM/GRU (entries weight_ih_l0, "
             f"weight_hh_l0, ...); received entries {', '.join(list(shapes)[:6]) or 'none'}"
         )
     unknown = [k for k in shapes if canonical_name(k) is None]
     if unknown:
-        raise ValueError(
+        raise WeightsError(
             f"from_torch: state dict entry {unknown[0]!r} is not a torch recurrent weight; "
             "expected names like weight_ih_l0, bias_hh_l1_reverse, weight_hr_l0"
         )
     if any(k.startswith("weight_peephole") for k in shapes):
-        raise ValueError("from_torch: this state dict has peepholes, which only a unirnn "
+        raise WeightsError("from_torch: this state dict has peepholes, which only a unirnn "
                          "spec can say: pass spec=")
     for key in ("weight_ih_l0", "weight_hh_l0"):
         if len(shapes[key]) != 2 or 0 in shapes[key]:
-            raise ValueError(f"from_torch: {key}: expected a non-empty 2-D tensor (G*H, ·); "
+            raise WeightsError(f"from_torch: {key}: expected a non-empty 2-D tensor (G*H, ·); "
                              f"received shape {tuple(shapes[key])}")
     rows, input_size = shapes["weight_ih_l0"]
     projected = "weight_hr_l0" in shapes
     if projected and len(shapes["weight_hr_l0"]) != 2:
-        raise ValueError(f"from_torch: weight_hr_l0: expected a 2-D tensor (P, H); received "
+        raise WeightsError(f"from_torch: weight_hr_l0: expected a 2-D tensor (P, H); received "
                          f"shape {tuple(shapes['weight_hr_l0'])}")
     hidden = shapes["weight_hr_l0"][1] if projected else shapes["weight_hh_l0"][1]
     family = family_from_gates(rows, hidden, "from_torch: weight_ih_l0 rows")
@@ -191,3 +192,73 @@ def infer_spec(shapes: Mapping[str, tuple[int, ...]]) -> Spec:
         return lstm(input_size, hidden, proj_size=shapes["weight_hr_l0"][0] if projected
                     else 0, **common)
     return (gru if family == "gru" else rnn)(input_size, hidden, **common)
+
+
+# -- nn.LSTMCell / nn.GRUCell / nn.RNNCell ---------------------------------------------
+
+CELL_CLASSES: Mapping[str, str] = {"lstm": "LSTMCell", "gru": "GRUCell", "rnn": "RNNCell"}
+"""unirnn family -> torch's one-step module computing the standard cell of that family."""
+
+
+def cell_tensor_names(spec: Spec) -> dict[str, str]:
+    """Canonical name -> the name of a one-step module's parameter (``weight_ih``,
+    ``weight_hh``, ``bias_ih``, ``bias_hh``; unirnn's ``weight_hr``, ``weight_peephole``),
+    as ``nn.LSTMCell``/``nn.GRUCell``/``nn.RNNCell`` name theirs (no ``_l0`` suffix).
+
+    Raises:
+        ValueError: ``spec`` has several layers or directions (a cell is one of each).
+    """
+    if spec.num_layers != 1 or spec.bidirectional:
+        raise ValueError(
+            f"a torch cell module is one layer in one direction; received num_layers="
+            f"{spec.num_layers}, bidirectional={spec.bidirectional}. Build the layer instead "
+            "(module='layer')"
+        )
+    return {name: TORCH_STEMS[name.split(".")[2]] for name in weight_shapes(spec)}
+
+
+def cell_native_problem(spec: Spec) -> str | None:
+    """Why torch's one-step kernels (``_VF.lstm_cell``, ``gru_cell``, ``rnn_*_cell``, those
+    of ``nn.LSTMCell``...) cannot compute ``spec``, or ``None``."""
+    if spec.proj_size:
+        return f"proj_size={spec.proj_size}: nn.LSTMCell has no projection"
+    return native_problem(spec)
+
+
+def cell_vf_kernel(spec: Spec) -> str | None:
+    """The ``torch._VF`` one-step function computing ``spec`` (``"lstm_cell"``,
+    ``"gru_cell"``, ``"rnn_tanh_cell"``, ``"rnn_relu_cell"``) or ``None``."""
+    if cell_native_problem(spec) is not None:
+        return None
+    return f"{vf_kernel(spec)}_cell"
+
+
+CELL_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "weight_peephole")
+"""The entries of a one-step module's state dict."""
+
+
+def is_cell_state(names: Any) -> bool:
+    """Whether state dict entries are a one-step module's (``weight_ih``... without ``_l0``)."""
+    names = set(names)
+    return "weight_ih" in names and names <= set(CELL_NAMES)
+
+
+def infer_cell_spec(shapes: Mapping[str, tuple[int, ...]]) -> Spec:
+    """The ``nn.LSTMCell``/``nn.GRUCell``/``nn.RNNCell`` spec of a cell state dict's shapes
+    (activations torch's: an Elman cell is taken as tanh).
+
+    Raises:
+        ValueError: the entries are not those of a torch cell.
+    """
+    for key in ("weight_ih", "weight_hh"):
+        if key not in shapes or len(shapes[key]) != 2 or 0 in shapes[key]:
+            raise ValueError(f"from_torch: {key}: expected a non-empty 2-D tensor (G*H, ·) of "
+                             f"a torch cell; received {shapes.get(key)}")
+    if "weight_peephole" in shapes or "weight_hr" in shapes:
+        raise ValueError("from_torch: this cell state dict has peepholes or a projection, "
+                         "which only a unirnn spec can say: pass spec=")
+    rows, input_size = shapes["weight_ih"]
+    hidden = shapes["weight_hh"][1]
+    family = family_from_gates(rows, hidden, "from_torch: weight_ih rows")
+    return (lstm if family == "lstm" else gru if family == "gru" else rnn)(
+        input_size, hidden, bias="bias_ih" in shapes)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import FileFormatError, SpecError, WeightsError
 from .._extras import require
 from .._spec import Spec, same_spec
 from .._weights import Weights, check_weights
@@ -71,7 +72,7 @@ def to_flax(spec: Spec, weights: Mapping[str, Any], cell: str | None = None, *,
     """
     weights = check_weights(spec, weights)
     if api not in ("linen", "nnx"):
-        raise ValueError(f"api: expected 'linen' or 'nnx'; received {api!r}")
+        raise SpecError(f"api: expected 'linen' or 'nnx'; received {api!r}")
     if cell is None:
         params = {name: {k: np.asarray(v) for k, v in tensors.items()}
                   for name, tensors in to_layer_tree(spec, weights).items()}
@@ -112,7 +113,7 @@ def _cell_activations(obj: Any, cell: str) -> dict[str, str]:
     def name(attr: str) -> str:
         fn = getattr(obj, attr)
         if fn not in known:
-            raise ValueError(
+            raise SpecError(
                 f"{cell}.{attr}={fn!r}: expected a known jax activation "
                 f"({', '.join(sorted(set(known.values())))}); pass spec= to say what it is"
             )
@@ -120,7 +121,7 @@ def _cell_activations(obj: Any, cell: str) -> dict[str, str]:
 
     if CELL_FAMILY[cell] == "rnn":
         if getattr(obj, "residual", False):
-            raise ValueError("SimpleCell(residual=True): unirnn's rnn has no residual "
+            raise SpecError("SimpleCell(residual=True): unirnn's rnn has no residual "
                              "connection; expected residual=False")
         return cell_activations(cell, None, name("activation_fn"))
     return cell_activations(cell, name("gate_fn"), name("activation_fn"))
@@ -141,7 +142,7 @@ def _refuse_reversed(obj: Any) -> None:
     """Flax's ``RNN(cell, reverse=True)`` runs right to left; the spec read off its cell
     cannot say so, and a forward run of the weights would give other outputs."""
     if getattr(obj, "reverse", False):
-        raise ValueError(
+        raise SpecError(
             f"{type(obj).__name__}(reverse=True): expected a left-to-right layer; the spec "
             "has no direction of its own. Read its cell (from_flax of the cell or of the "
             "variables) and run unirnn's layer with reverse=True"
@@ -171,11 +172,11 @@ def _unwrap(obj: Any, cell: str | None, spec: Spec | None
         else:
             kind = type(obj).__name__
             if kind not in FLAX_CELLS:
-                raise ValueError(f"from_flax: expected a unirnn nnx module, one of Flax's "
+                raise WeightsError(f"from_flax: expected a unirnn nnx module, one of Flax's "
                                  f"{', '.join(FLAX_CELLS)} or an nnx.RNN of one; received "
                                  f"{kind}")
             if cell is not None and cell != kind:
-                raise ValueError(f"cell: the module is a {kind}; received cell={cell!r}")
+                raise WeightsError(f"cell: the module is a {kind}; received cell={cell!r}")
             cell = kind
             if spec is None:
                 activations = _cell_activations(obj, kind)
@@ -184,7 +185,7 @@ def _unwrap(obj: Any, cell: str | None, spec: Spec | None
         return _to_numpy_tree(tree), cell, spec, activations
     if nn is not None and isinstance(obj, nn.Module):
         if obj.scope is None:
-            raise ValueError("from_flax: a linen module holds no parameters until bound; pass "
+            raise WeightsError("from_flax: a linen module holds no parameters until bound; pass "
                              "its variables (from_flax(variables, spec=...)) or "
                              "module.bind(variables)")
         from ..backends.flax import UniCell, UniRNN
@@ -200,14 +201,14 @@ def _unwrap(obj: Any, cell: str | None, spec: Spec | None
             return params, None, spec, None
         kind = type(obj).__name__
         if kind not in FLAX_CELLS:
-            raise ValueError(f"from_flax: expected a unirnn linen module, one of Flax's "
+            raise WeightsError(f"from_flax: expected a unirnn linen module, one of Flax's "
                              f"{', '.join(FLAX_CELLS)} or an nn.RNN of one; received {kind}")
         cell = kind
         if spec is None:
             activations = _cell_activations(obj, kind)
         return params, cell, spec, activations
     if not isinstance(obj, Mapping):
-        raise ValueError(f"from_flax: expected a params tree, a bound linen module or an nnx "
+        raise WeightsError(f"from_flax: expected a params tree, a bound linen module or an nnx "
                          f"module; received {type(obj).__name__}")
     tree = _to_numpy_tree(obj)
     if set(tree) == {"params"}:
@@ -269,15 +270,15 @@ def from_flax(obj: Any, cell: str | None = None, spec: Spec | None = None
         spec = spec or infer_layer_spec(tree)
         return spec, check_weights(spec, from_layer_tree(spec, tree))
     if unknown_cell(cell) is not None:
-        raise ValueError(unknown_cell(cell))
+        raise SpecError(unknown_cell(cell))
     layer = from_cell_tree(tree, cell)
     spec = spec or infer_cell_spec(layer, cell, activations)
     problem = native_problem(spec, cell)
     if problem is not None:
-        raise ValueError(problem)
+        raise SpecError(problem)
     if not spec.bias:
         if np.any(layer.pop("b_x") != 0) or np.any(layer.pop("b_h") != 0):
-            raise ValueError(f"spec.bias=False, but the {cell}'s biases are non-zero; "
+            raise WeightsError(f"spec.bias=False, but the {cell}'s biases are non-zero; "
                              "expected a spec with bias=True")
     return spec, check_weights(spec, {f"layer0.forward.{k}": v for k, v in layer.items()})
 
@@ -295,13 +296,13 @@ def read_file(path: Path, spec: Spec | None, cell: str | None) -> tuple[Spec, We
     try:
         tree = serialization.msgpack_restore(path.read_bytes())
     except Exception as err:  # msgpack raises its own exception types
-        raise ValueError(
+        raise FileFormatError(
             f"{str(path)!r} is not a Flax parameter file: expected msgpack bytes written by "
             f"flax.serialization.msgpack_serialize / to_bytes; could not read it "
             f"({type(err).__name__}: {err})"
         ) from None
     if not isinstance(tree, Mapping):
-        raise ValueError(f"{str(path)!r}: expected a msgpack'd parameter tree (a mapping); "
+        raise FileFormatError(f"{str(path)!r}: expected a msgpack'd parameter tree (a mapping); "
                          f"received a {type(tree).__name__}")
     tree, carried = carried_spec(tree)
     if carried is not None:

@@ -33,6 +33,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from .._errors import FileFormatError, SpecError, WeightsError
 from .._spec import Spec, same_spec
 from .._weights import Weights, check_weights, init_weights, weight_name
 from ..backends.keras import PATHS, UniRNN, check_dtype, native_problem_here
@@ -82,13 +83,13 @@ def to_keras(
             weights not matching ``spec``.
     """
     if path not in PATHS:
-        raise ValueError(f"to_keras: path: expected one of {', '.join(PATHS)}; "
+        raise SpecError(f"to_keras: path: expected one of {', '.join(PATHS)}; "
                          f"received {path!r}")
     dtype = check_dtype(dtype)
     weights = check_weights(spec, weights)
     problem = native_problem_here(spec, dtype)
     if path == "native" and problem is not None:
-        raise ValueError(f"to_keras(path='native'): {problem}; use path='auto' or 'custom'")
+        raise SpecError(f"to_keras(path='native'): {problem}; use path='auto' or 'custom'")
     if path == "custom" or problem is not None:
         return build_keras(spec, weights, path="custom", dtype=dtype,
                            return_sequences=return_sequences)
@@ -161,16 +162,16 @@ def _recurrent_config(layer: Any) -> tuple[Any, dict[str, Any]]:
     if not isinstance(layer, keras.layers.Bidirectional):
         inner = _native_inner(layer, layer)
         if inner.go_backwards:
-            raise ValueError(f"layer {inner.name!r}: go_backwards=True outside Bidirectional "
+            raise SpecError(f"layer {inner.name!r}: go_backwards=True outside Bidirectional "
                              "has no unirnn spec; expected go_backwards=False")
         return inner, _inner_keywords(inner, bidirectional=False)
     if layer.merge_mode != "concat":
-        raise ValueError(f"Bidirectional {layer.name!r}: expected merge_mode='concat'; "
+        raise SpecError(f"Bidirectional {layer.name!r}: expected merge_mode='concat'; "
                          f"received {layer.merge_mode!r}")
     forward = _native_inner(layer, layer.forward_layer)
     backward = _native_inner(layer, layer.backward_layer)
     if forward.go_backwards:
-        raise ValueError(f"Bidirectional {layer.name!r}: expected a forward layer with "
+        raise SpecError(f"Bidirectional {layer.name!r}: expected a forward layer with "
                          "go_backwards=False (unirnn's forward direction reads time forwards); "
                          f"received {forward.name!r} with go_backwards=True")
     keywords = _inner_keywords(forward, bidirectional=True)
@@ -181,7 +182,7 @@ def _recurrent_config(layer: Any) -> tuple[Any, dict[str, Any]]:
                  sorted(set(keywords) | set(backward_keywords))
                  if keywords.get(k) != backward_keywords.get(k)}
     if different:
-        raise ValueError(
+        raise SpecError(
             f"Bidirectional {layer.name!r}: expected a backward layer configured like the "
             f"forward one (a unirnn spec has one configuration for both directions); the "
             f"backward layer {backward.name!r} differs in "
@@ -194,13 +195,13 @@ def _native_inner(layer: Any, inner: Any) -> Any:
     """``inner`` (``layer`` itself or a direction of it), checked to be a built Keras RNN."""
     name = type(inner).__name__
     if name not in FAMILIES or not isinstance(inner, getattr(keras.layers, name)):
-        raise ValueError(
+        raise WeightsError(
             f"expected keras.layers.LSTM, GRU, SimpleRNN or Bidirectional of one; received "
             f"{type(inner).__name__} {getattr(inner, 'name', '')!r}"
             + (f" in {type(layer).__name__} {layer.name!r}" if inner is not layer else "")
         )
     if not inner.built:
-        raise ValueError(f"layer {inner.name!r} is not built; call it on an input (or "
+        raise WeightsError(f"layer {inner.name!r} is not built; call it on an input (or "
                          "build it) so its weights exist")
     return inner
 
@@ -219,7 +220,7 @@ def _from_stack(layers: Sequence[Any]) -> tuple[Spec, Weights]:
         others = [layer for layer in layers if not isinstance(
             layer, (UniRNN, keras.layers.InputLayer, keras.layers.Masking))]
         if len(ours) > 1 or others:
-            raise ValueError("from_keras: expected one unirnn UniRNN layer alone (with Input "
+            raise WeightsError("from_keras: expected one unirnn UniRNN layer alone (with Input "
                              "or Masking); received it among other layers, pass it directly")
         return ours[0].spec, ours[0].canonical_weights()
     for layer in layers:
@@ -230,25 +231,25 @@ def _from_stack(layers: Sequence[Any]) -> tuple[Spec, Weights]:
             continue
         recurrent.append((layer, _recurrent_config(layer)[1]))
     if not recurrent:
-        raise ValueError("from_keras: expected at least one LSTM, GRU, SimpleRNN or "
+        raise WeightsError("from_keras: expected at least one LSTM, GRU, SimpleRNN or "
                          "Bidirectional layer; received none")
     first = recurrent[0][1]
     for layer, keywords in recurrent[1:]:
         different = [k for k in ("family", "hidden_size", "bias", "bidirectional",
                                  "activations", "reset") if keywords.get(k) != first.get(k)]
         if different:
-            raise ValueError(
+            raise SpecError(
                 f"from_keras: stacked layers must share one configuration to form one spec; "
                 f"layer {layer.name!r} differs in {', '.join(different)}"
             )
     if len(set(dropouts)) > 1:
-        raise ValueError(f"from_keras: expected one dropout rate between layers; received "
+        raise SpecError(f"from_keras: expected one dropout rate between layers; received "
                          f"{sorted(set(dropouts))}")
     spec = Spec(**{**first, "num_layers": len(recurrent),
                    "dropout": dropouts[0] if dropouts and len(recurrent) > 1 else 0.0})
     for k, (layer, keywords) in enumerate(recurrent):
         if keywords["input_size"] != spec.layer_input_size(k):
-            raise ValueError(f"from_keras: layer {layer.name!r} takes {keywords['input_size']} "
+            raise SpecError(f"from_keras: layer {layer.name!r} takes {keywords['input_size']} "
                              f"input features; expected {spec.layer_input_size(k)}")
     out: dict[str, np.ndarray] = {}
     for k, (layer, _) in enumerate(recurrent):
@@ -264,7 +265,8 @@ def _from_file(path: str, model: Any, spec: Spec | None) -> tuple[Spec, Weights]
     if path.endswith(".keras"):
         return from_keras(keras.saving.load_model(path))
     if not path.endswith(".h5"):
-        raise ValueError(f"from_keras: expected a .keras or .weights.h5 file; received {path!r}")
+        raise FileFormatError(f"from_keras: expected a .keras or .weights.h5 file; "
+                              f"received {path!r}")
     if model is not None:
         model.load_weights(path)
         return from_keras(model)
@@ -280,12 +282,12 @@ def _from_file(path: str, model: Any, spec: Spec | None) -> tuple[Spec, Weights]
         f.visititems(visit)
     inferred = spec or spec_from_arrays(groups, path)
     if len(groups) != inferred.num_layers * inferred.num_directions:
-        raise ValueError(
+        raise FileFormatError(
             f"{path}: holds {len(groups)} recurrent layer directions; the spec needs "
             f"{inferred.num_layers * inferred.num_directions}. Pass model= to read it"
         )
     if inferred.num_layers > 1:
-        raise ValueError(f"{path}: a weights file does not record the order of stacked "
+        raise FileFormatError(f"{path}: a weights file does not record the order of stacked "
                          "layers; pass model= (the model it was saved from)")
     out: dict[str, np.ndarray] = {}
     # h5py lists groups alphabetically: a Bidirectional's backward_layer before forward_layer.
@@ -331,13 +333,13 @@ def read_file(path: Path, spec: Spec | None) -> tuple[Spec, Weights]:
     name = str(path)
     if path.name.lower().endswith(".keras"):
         if not zipfile.is_zipfile(path):
-            raise ValueError(f"{name!r} is not a Keras model file: expected a .keras zip "
+            raise FileFormatError(f"{name!r} is not a Keras model file: expected a .keras zip "
                              f"archive written by model.save()")
         held, weights = from_keras(name)
         return same_spec(spec, held, repr(name)), weights
     h5py = _h5py(f"reading {name!r} (a Keras weights file)")
     if not h5py.is_hdf5(name):
-        raise ValueError(f"{name!r} is not a Keras weights file: expected an HDF5 file "
+        raise FileFormatError(f"{name!r} is not a Keras weights file: expected an HDF5 file "
                          f"written by model.save_weights()")
     with h5py.File(name, "r") as handle:
         carried = handle.attrs.get(SPEC_KEY)
@@ -350,7 +352,7 @@ def read_file(path: Path, spec: Spec | None) -> tuple[Spec, Weights]:
     model.load_weights(name)
     read_spec, weights = from_keras(model)
     if read_spec != carried_spec:
-        raise ValueError(f"{name!r}: the model rebuilt from the file's spec "
+        raise FileFormatError(f"{name!r}: the model rebuilt from the file's spec "
                          f"{carried_spec.to_json()} reads as {read_spec.to_json()}")
     return carried_spec, weights
 
@@ -367,7 +369,7 @@ def write_file(path: Path, spec: Spec, weights: Mapping[str, Any]) -> str:
     """
     name = path.name.lower()
     if not name.endswith((".keras", ".weights.h5")):
-        raise ValueError(f"{str(path)!r}: a Keras file's name must end in .keras (model "
+        raise FileFormatError(f"{str(path)!r}: a Keras file's name must end in .keras (model "
                          f"file) or .weights.h5 (weights file); received {path.name!r}")
     model = keras_model(spec, check_weights(spec, weights))
     if name.endswith(".keras"):

@@ -35,7 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._errors import FileFormatError, SpecError, UnirnnError, WeightsError
 from .._extras import require
+from .._file import destination, publish, staging
 from .._spec import Spec, same_spec
 from .._weights import Weights, check_weights
 from ..backends import BACKENDS, build
@@ -73,14 +75,14 @@ def file_format_of(path: str | os.PathLike[str], explicit: str | None = None) ->
     """The file format (a key of :data:`FILE_FORMATS`) of ``path``, from its name."""
     if explicit is not None:
         if explicit not in _FORMATS:
-            raise ValueError(f"file format: expected one of {', '.join(_FORMATS)}; "
+            raise FileFormatError(f"file format: expected one of {', '.join(_FORMATS)}; "
                              f"received {explicit!r}")
         return explicit
     name = os.fspath(path).lower()
     for fmt, info in _FORMATS.items():
         if name.endswith(info.suffixes + info.read_suffixes):
             return fmt
-    raise ValueError(
+    raise FileFormatError(
         f"cannot tell the format of {os.fspath(path)!r} from its name; expected one of "
         f"{', '.join(s for ss in FILE_FORMATS.values() for s in ss)}"
     )
@@ -199,7 +201,7 @@ def read(obj: Any, *, spec: Spec | None = None, cell: str | None = None,
     for recognises, reader in _SOURCES:
         if recognises(obj):
             return reader(obj, spec, cell)
-    raise ValueError(
+    raise WeightsError(
         f"cannot read a {type(obj).__module__}.{type(obj).__qualname__}: expected a "
         "(spec, weights) pair, a module built by unirnn, a torch nn.RNN/LSTM/GRU or state "
         "dict, a Keras LSTM/GRU/SimpleRNN/Bidirectional layer or model, a Flax parameter "
@@ -216,7 +218,7 @@ def _read_path(path: Path, *, spec: Spec | None, cell: str | None,
     except ValueError:
         if file_format is not None:
             raise
-        raise ValueError(
+        raise FileFormatError(
             f"{str(path)!r}: unknown file type; expected "
             + ", ".join(f"{'/'.join(f.suffixes)} ({f.description})" for f in _FORMATS.values())
         ) from None
@@ -233,14 +235,31 @@ def keras_model(spec: Spec, weights: Mapping[str, Any], path: str = "auto") -> A
     return _format_module("keras", "a Keras model").keras_model(spec, weights, path=path)
 
 
+def _staged_name(target: Path, fmt: str) -> str:
+    """The staged file's name: the destination's, or one with the suffix the format's
+    writer needs (Keras saves only ``*.keras`` and ``*.weights.h5``)."""
+    name = target.name.lower()
+    suffixes = _FORMATS[fmt].suffixes
+    if name.endswith(suffixes):
+        return target.name
+    return f"staged{suffixes[0]}"
+
+
 def write(path: str | os.PathLike[str], spec: Spec, weights: Mapping[str, Any], *,
-          file_format: str | None = None, cell: str | None = None) -> str:
+          file_format: str | None = None, cell: str | None = None, overwrite: bool = True,
+          before_publish: Callable[[Path], None] | None = None) -> str:
     """Write ``spec`` and ``weights`` to ``path`` in a framework's file format.
 
     The spec travels in the file (see the module docstring), so :func:`read` gives back
     this spec without being told it. ``file_format`` defaults to the one ``path``'s name
     says; ``cell`` picks Flax's own cell for ``.msgpack`` (``None``: unirnn's layer).
-    The file is written in place; ``unirnn convert`` stages it beside the target first.
+
+    The file is written in a staging folder beside ``path`` and moved into place only
+    when complete (:func:`unirnn._file.publish`): a symlink is written through, a
+    replaced file keeps its permission bits, ``overwrite=False`` never replaces a file
+    (not even one that appears meanwhile), and the staging folder goes however the
+    write ends. ``before_publish(staged)`` may inspect the finished file and raise to
+    stop it from being published (``unirnn convert`` reads it back and compares).
 
     Returns:
         Where the spec travels, in words.
@@ -248,9 +267,26 @@ def write(path: str | os.PathLike[str], spec: Spec, weights: Mapping[str, Any], 
     fmt = file_format_of(path, file_format)
     weights = check_weights(spec, weights)
     module = _format_module(fmt, f"writing a {_FORMATS[fmt].label} file")
-    if fmt == "flax":
-        return module.write_file(Path(path), spec, weights, cell)  # type: ignore[no-any-return]
-    return module.write_file(Path(path), spec, weights)  # type: ignore[no-any-return]
+    target = destination(path)
+    shown = os.fspath(path)
+    if not overwrite and target.exists():
+        raise FileExistsError(f"{shown!r} exists; pass --force (or overwrite=True) to "
+                              "overwrite it")
+    with staging(target) as folder:
+        staged = folder / _staged_name(target, fmt)
+        try:
+            if fmt == "flax":
+                where = module.write_file(staged, spec, weights, cell)
+            else:
+                where = module.write_file(staged, spec, weights)
+            if before_publish is not None:
+                before_publish(staged)
+        except (UnirnnError, OSError) as err:
+            if str(staged) not in str(err):
+                raise
+            raise type(err)(str(err).replace(str(staged), shown)) from None
+        publish(staged, target, overwrite=overwrite, shown_as=shown)
+    return str(where)
 
 
 def port(obj: Any, to: str, *, spec: Spec | None = None, cell: str | None = None,
@@ -270,6 +306,6 @@ def port(obj: Any, to: str, *, spec: Spec | None = None, cell: str | None = None
         >>> layer = unirnn.port(native, to="keras")  # doctest: +SKIP
     """
     if to not in BACKENDS:
-        raise ValueError(f"port: unknown target {to!r}; expected one of {', '.join(BACKENDS)}")
+        raise SpecError(f"port: unknown target {to!r}; expected one of {', '.join(BACKENDS)}")
     source_spec, weights = read(obj, spec=spec, cell=cell)
     return build(source_spec, backend=to, weights=weights, **options)

@@ -31,9 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._errors import FileFormatError, SpecError, WeightsError
 from .._spec import Spec, gru, lstm, rnn, same_spec
 from .._weights import Weights, check_weights
-from ..backends.torch import TorchRNN, canonical_weights
+from .._assumed import SpecAndWeights, assumed_standard
+from ..backends.torch import TorchRNN, TorchRNNCell, canonical_weights
 from ..layouts import SPEC_KEY
 from ..layouts import torch as torch_layout
 
@@ -55,7 +57,7 @@ def to_torch(spec: Spec, weights: Mapping[str, Any], *, dtype: Any = None,
         ValueError: the weights do not match the spec (name, expected and received shape).
     """
     if not isinstance(spec, Spec):
-        raise ValueError(f"to_torch: expected a unirnn.Spec; received {type(spec).__name__}")
+        raise SpecError(f"to_torch: expected a unirnn.Spec; received {type(spec).__name__}")
     checked = check_weights(spec, weights)
     names = torch_layout.tensor_names(spec)
     state: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -79,55 +81,103 @@ def carried_spec(state: Mapping[str, Any]) -> Spec | None:
     try:
         return Spec.from_json(text)
     except ValueError as err:
-        raise ValueError(f"from_torch: the state dict's _metadata[''][{SPEC_KEY!r}] is not a "
+        raise SpecError(f"from_torch: the state dict's _metadata[''][{SPEC_KEY!r}] is not a "
                          f"unirnn spec ({err})") from None
 
 
-def from_torch(obj: Any, spec: Spec | None = None) -> tuple[Spec, Weights]:
+def from_torch(obj: Any, spec: Spec | None = None) -> SpecAndWeights:
     """``(spec, weights)`` from a torch module or state dict.
 
     Args:
-        obj: ``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` (the spec is inferred: ``nonlinearity``,
+        obj: ``nn.RNN``, ``nn.LSTM``, ``nn.GRU``, ``nn.RNNCell``, ``nn.LSTMCell``,
+            ``nn.GRUCell`` or a subclass of one (the spec is inferred: ``nonlinearity``,
             ``proj_size``, ``bias``, ``num_layers``, ``bidirectional``, ``dropout``), a
             module built by unirnn's torch backend (it carries ``.spec``), or a state dict
-            in torch's naming.
-        spec: the spec of a state dict; for a module, or a state dict from
-            :func:`to_torch` (its ``_metadata`` carries the spec), it must equal the
-            carried one. Without it, a state dict from :func:`to_torch` is read as its
-            carried spec, and any other as what ``nn.RNN``/``nn.LSTM``/``nn.GRU`` would
-            hold: sizes, layers, directions, bias and projection from the entries' names
-            and shapes, torch's activations (an Elman RNN is taken as tanh: pass ``spec=``
-            for ``nonlinearity="relu"`` or any custom cell).
+            in torch's naming (a layer's ``weight_ih_l0``..., or a cell's ``weight_ih``...).
+        spec: the spec of a state dict or of a subclass whose ``forward`` computes another
+            cell (a ReLU LSTM written as ``class ReLULSTMCell(nn.LSTMCell)``); for a
+            module, or a state dict from :func:`to_torch` (its ``_metadata`` carries the
+            spec), it must equal the carried one. Without it, a state dict from
+            :func:`to_torch` is read as its carried spec, and any other as what
+            ``nn.RNN``/``nn.LSTM``/``nn.GRU`` (or their cells) would hold: sizes, layers,
+            directions, bias and projection from the entries' names and shapes, torch's
+            activations (an Elman RNN is taken as tanh: pass ``spec=`` for
+            ``nonlinearity="relu"`` or any custom cell).
 
     Returns:
         The spec and canonical numpy weights in the tensors' dtype (bfloat16 and float16
-        become float32).
+        become float32), as a :class:`~unirnn.SpecAndWeights` pair whose ``assumed`` says,
+        when the spec was not carried by the source but taken as torch's standard cell,
+        what was assumed (``None`` otherwise).
 
     Raises:
         ValueError: an unsupported object, a missing ``spec``, or names/shapes that do not
             match the spec.
     """
-    if isinstance(obj, TorchRNN):
+    if isinstance(obj, (TorchRNN, TorchRNNCell)):
         same_spec(spec, obj.spec, "the module")
-        return obj.spec, canonical_weights(obj)
+        return SpecAndWeights(obj.spec, canonical_weights(obj))
     if isinstance(obj, nn.RNNBase):
         inferred = _infer_spec(obj)
         same_spec(spec, inferred, "the module")
-        return inferred, _from_state_dict(inferred, obj.state_dict())
+        return SpecAndWeights(inferred, _from_state_dict(inferred, obj.state_dict()))
+    if isinstance(obj, nn.RNNCellBase):
+        return _from_cell_module(obj, spec)
     if isinstance(obj, Mapping):
         carried = carried_spec(obj)
+        cell = torch_layout.is_cell_state(obj)
         if carried is not None:
             same_spec(spec, carried, "the state dict")
-            return carried, _from_state_dict(carried, obj)
+            return SpecAndWeights(carried, _from_state_dict(carried, obj, cell))
         if spec is None:
-            return (inferred := _infer_state_dict_spec(obj)), _from_state_dict(inferred, obj)
+            inferred = _infer_state_dict_spec(obj)
+            what = f"nn.{torch_layout.CELL_CLASSES[inferred.family]}" if cell \
+                else f"nn.{inferred.family.upper()}"
+            return SpecAndWeights(inferred, _from_state_dict(inferred, obj, cell),
+                                  assumed=assumed_standard(inferred, f"a plain {what} state "
+                                                           "dict (it carries no spec)"))
         if not isinstance(spec, Spec):
             raise ValueError(f"spec: expected a unirnn.Spec; received {type(spec).__name__}")
-        return spec, _from_state_dict(spec, obj)
+        return SpecAndWeights(spec, _from_state_dict(spec, obj, cell))
     raise ValueError(
-        "from_torch: expected nn.RNN, nn.LSTM, nn.GRU, a unirnn torch module or a state "
-        f"dict; received {type(obj).__name__}"
+        "from_torch: expected nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell, "
+        f"a unirnn torch module or a state dict; received {type(obj).__name__}"
     )
+
+
+_CELL_MODULES = {"LSTMCell": "lstm", "GRUCell": "gru", "RNNCell": "rnn"}
+
+
+def _from_cell_module(module: nn.RNNCellBase, spec: Spec | None) -> SpecAndWeights:
+    """A torch cell or a subclass of one: the spec from its attributes (or ``spec``)."""
+    base = next((cls for cls in type(module).__mro__
+                 if cls.__module__.startswith("torch.nn") and cls.__name__ in _CELL_MODULES),
+                None)
+    if base is None:
+        raise ValueError(f"from_torch: expected nn.RNNCell, nn.LSTMCell or nn.GRUCell (or a "
+                         f"subclass); received {type(module).__name__}")
+    family = _CELL_MODULES[base.__name__]
+    size = (int(module.input_size), int(module.hidden_size))
+    bias = bool(module.bias)
+    if family == "rnn":
+        inferred = rnn(*size, activation=str(getattr(module, "nonlinearity", "tanh")),
+                       bias=bias)
+    else:
+        inferred = (lstm if family == "lstm" else gru)(*size, bias=bias)
+    state = module.state_dict()
+    if spec is not None:
+        if not isinstance(spec, Spec):
+            raise ValueError(f"spec: expected a unirnn.Spec; received {type(spec).__name__}")
+        if type(module) is base:
+            same_spec(spec, inferred, "the module")
+        return SpecAndWeights(spec, _from_state_dict(spec, state, cell=True))
+    assumed = None
+    if type(module) is not base and type(module).forward is not base.forward:
+        assumed = assumed_standard(
+            inferred, f"{type(module).__name__}, a subclass of nn.{base.__name__} with its "
+            "own forward")
+    return SpecAndWeights(inferred, _from_state_dict(inferred, state, cell=True),
+                          assumed=assumed)
 
 
 def _infer_spec(module: nn.RNNBase) -> Spec:
@@ -145,28 +195,32 @@ def _infer_spec(module: nn.RNNBase) -> Spec:
         return gru(*size, **common)
     if mode in ("RNN_TANH", "RNN_RELU"):
         return rnn(*size, activation=mode[4:].lower(), **common)
-    raise ValueError(
+    raise WeightsError(
         f"from_torch: expected an RNN, LSTM or GRU module; received mode {mode!r} "
         f"({type(module).__name__})"
     )
 
 
 def _infer_state_dict_spec(state: Mapping[str, Any]) -> Spec:
-    """The nn.RNN/LSTM/GRU spec a state dict's names and shapes describe."""
-    return torch_layout.infer_spec({k: tuple(torch.as_tensor(v).shape) for k, v in state.items()})
+    """The nn.RNN/LSTM/GRU (or cell) spec a state dict's names and shapes describe."""
+    shapes = {k: tuple(torch.as_tensor(v).shape) for k, v in state.items()}
+    if torch_layout.is_cell_state(shapes):
+        return torch_layout.infer_cell_spec(shapes)
+    return torch_layout.infer_spec(shapes)
 
 
-def _from_state_dict(spec: Spec, state: Mapping[str, Any]) -> Weights:
-    expected = {t: c for c, t in torch_layout.tensor_names(spec).items()}
+def _from_state_dict(spec: Spec, state: Mapping[str, Any], cell: bool = False) -> Weights:
+    names = torch_layout.cell_tensor_names(spec) if cell else torch_layout.tensor_names(spec)
+    expected = {t: c for c, t in names.items()}
     extra = [k for k in state if k not in expected]
     if extra:
-        raise ValueError(
+        raise WeightsError(
             f"from_torch: state dict entry {extra[0]!r} does not belong to the spec "
             f"{spec.to_json()}; expected entries {', '.join(expected)}"
         )
     missing = [k for k in expected if k not in state]
     if missing:
-        raise ValueError(
+        raise WeightsError(
             f"from_torch: state dict lacks {missing[0]!r}, required by the spec "
             f"{spec.to_json()}"
         )
@@ -189,7 +243,7 @@ def read_file(path: Path, spec: Spec | None = None) -> tuple[Spec, Weights]:
         head = handle.read(2)
     # torch.save writes a zip archive (or, in the legacy format, a pickle: byte 0x80)
     if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
-        raise ValueError(
+        raise FileFormatError(
             f"{str(path)!r} is not a torch file: expected a state dict saved with "
             f"torch.save(module.state_dict(), path) (a zip archive); received {head!r}... "
         )
@@ -199,19 +253,19 @@ def read_file(path: Path, spec: Spec | None = None) -> tuple[Spec, Weights]:
         detail = next((line.strip() for line in str(err).splitlines()
                        if "WeightsUnpickler error" in line), str(err).splitlines()[0])
         if "Unsupported global" in str(err):
-            raise ValueError(
+            raise FileFormatError(
                 f"{str(path)!r} holds more than tensors, and unirnn loads torch files with "
                 f"weights_only=True (no code from the file runs): expected a state_dict "
                 f"saved with torch.save(module.state_dict(), path) ({detail})"
             ) from None
-        raise ValueError(f"{str(path)!r} is not a readable torch file: expected a state dict "
+        raise FileFormatError(f"{str(path)!r} is not a readable torch file: expected a state dict "
                          f"saved with torch.save; torch.load failed ({detail})") from None
     except (RuntimeError, EOFError, KeyError, OSError) as err:
-        raise ValueError(f"{str(path)!r} is not a readable torch file: expected a state dict "
+        raise FileFormatError(f"{str(path)!r} is not a readable torch file: expected a state dict "
                          f"saved with torch.save; torch.load failed ({type(err).__name__}: "
                          f"{err})") from None
     if not isinstance(state, Mapping):
-        raise ValueError(f"{str(path)!r}: expected a state dict (a mapping of names to "
+        raise FileFormatError(f"{str(path)!r}: expected a state dict (a mapping of names to "
                          f"tensors); received a {type(state).__name__}")
     return from_torch(state, spec=spec)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-import tempfile
+import threading
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from .._file import load
+from .._errors import FileFormatError, SpecError, UnirnnError
+from .._file import destination, load
 from .._spec import Spec
 from .._weights import Weights
 from ..backends import build, framework_installed
@@ -97,39 +100,34 @@ def _format_of(path: str, explicit: str | None) -> str:
     try:
         return file_format_of(path, explicit)
     except ValueError as err:
-        raise ValueError(f"{err}, or pass --to") from None
-
-
-def _staged_name(target: Path, fmt: str) -> str:
-    """A file name with the suffix the format's writer needs (``--to`` allows any name)."""
-    name = target.name.lower()
-    suffix = next((s for s in FORMATS[fmt] if name.endswith(s)), FORMATS[fmt][0])
-    return f"staged{suffix}"
+        raise FileFormatError(f"{err}, or pass --to") from None
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from ..porting.port import read, write
 
-    target = Path(args.dst)
     fmt = _format_of(args.dst, args.to)
-    if fmt == "keras" and not target.name.lower().endswith(FORMATS["keras"]):
-        raise ValueError(f"{args.dst!r}: Keras loads only files named *.keras (a model) or "
-                         f"*.weights.h5 (weights); name the destination so")
-    if target.exists() and not args.force:
-        raise ValueError(f"{args.dst!r} exists; pass --force to overwrite it")
+    if fmt == "keras" and not args.dst.lower().endswith(FORMATS["keras"]):
+        raise FileFormatError(f"{args.dst!r}: Keras loads only files named *.keras (a model) "
+                              "or *.weights.h5 (weights); name the destination so")
+    if destination(args.dst).exists() and not args.force:
+        raise FileExistsError(f"{args.dst!r} exists; pass --force to overwrite it")
     given = _spec_file(args.spec)
     spec, weights = read(args.src, spec=given, cell=args.cell)
     _prepare_frameworks()
-    # Stage beside the target (same file system, so the rename is atomic), read the staged
-    # file back as a user would and compare; only a file that reproduces the source is
-    # renamed into place. On any failure the directory goes, and the target is untouched.
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
-        staged = Path(tmp) / _staged_name(target, fmt)
-        where = write(staged, spec, weights, file_format=fmt, cell=args.cell)
+    probes: list[_Probe] = []
+
+    def reproduces_source(staged: Path) -> None:
+        # read the staged file back as a user would and compare: only a file that
+        # reproduces the source is moved into place; the destination is untouched otherwise
         probe = _probe(spec, weights, staged, fmt, given, args.cell, shown_as=args.dst)
         if probe.problem is not None:
-            raise ValueError(f"{probe.problem}; nothing was written to {args.dst!r}")
-        os.replace(staged, target)
+            raise FileFormatError(f"{probe.problem}; nothing was written to {args.dst!r}")
+        probes.append(probe)
+
+    where = write(args.dst, spec, weights, file_format=fmt, cell=args.cell,
+                  overwrite=args.force, before_publish=reproduces_source)
+    probe = probes[0]
     print(f"wrote {args.dst} ({fmt}) from {args.src}: {spec.describe()}")
     print(f"the spec travels in {where}; reading {args.dst} back needs no --spec")
     print(f"max |difference| of outputs against the source on a probe input: "
@@ -147,7 +145,7 @@ def _read_spec(path: str, label: str) -> Spec:
     try:
         return Spec.from_json(Path(path).read_text())
     except ValueError as err:
-        raise ValueError(f"{label} {path!r}: {err}") from None
+        raise SpecError(f"{label} {path!r}: {err}") from None
 
 
 @dataclass
@@ -272,10 +270,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_on_signal(signum: int, frame: object) -> None:
+    """SIGTERM and SIGHUP end the command as Ctrl-C does: staging is cleaned on the way."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line. Exit codes: 0 done; 1 ``check`` found a backend out of
+    tolerance, or a bug in unirnn (shown with its traceback); 2 input unirnn cannot
+    accept (a message, no traceback)."""
     args = _parser().parse_args(argv)
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and threading.current_thread() is threading.main_thread():
+            previous[number] = signal.signal(number, _raise_on_signal)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except BrokenPipeError:
+        # the reader closed the pipe (`unirnn info f | head -1`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except (UnirnnError, OSError, ImportError) as err:
         print(f"unirnn {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"unirnn {args.command}: error: out of memory", file=sys.stderr)
+        return 2
+    except Exception:
+        print(f"unirnn {args.command}: this is a bug in unirnn; please report it with the "
+              "traceback below", file=sys.stderr)
+        traceback.print_exc()
+        return 1
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
