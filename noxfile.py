@@ -3,6 +3,7 @@ and the cross-backend session with every framework.
 
     nox                         # every session once (what CI runs)
     nox -s "tests(torch)"       # one backend
+    nox -s "tests(onnx)"        # ONNX both ways, judged by onnxruntime
     nox -s cross                # the cross-backend equivalence suite, porting, CLI, demo
     nox -s lint typecheck
     HYPOTHESIS_PROFILE=nightly nox -s cross   # many more drawn examples (tests/conftest.py)
@@ -25,6 +26,7 @@ CORE_TESTS = [
     "--ignore=tests/flax",
     "--ignore=tests/keras",
     "--ignore=tests/cross",
+    "--ignore=tests/onnx",
 ]
 
 # backend id -> (what to pip install, pytest arguments, extra environment)
@@ -32,6 +34,7 @@ BACKENDS = {
     "numpy": ([".[test]"], CORE_TESTS, {}),
     "torch": ([".[torch,test]"], ["tests/torch"], {"UNIRNN_REQUIRE": "torch"}),
     "flax": ([".[flax,test]"], ["tests/flax"], {"UNIRNN_REQUIRE": "jax,flax"}),
+    "onnx": ([".[onnx,test]"], ["tests/onnx"], {"UNIRNN_REQUIRE": "onnx,onnxruntime"}),
     "keras-tensorflow": (
         [".[keras,test]"],
         ["tests/keras"],
@@ -56,7 +59,8 @@ CROSS_ENV = {"UNIRNN_REQUIRE": "torch,jax,flax,keras,tensorflow"}
 def tests(session: nox.Session, backend: str) -> None:
     """Run one backend's tests with only that backend's framework installed.
 
-    `numpy` runs the core (spec, weights, cells, files, CLI) with no framework at all.
+    `numpy` runs the core (spec, weights, cells, files, CLI) with no framework at all;
+    `onnx` the ONNX export and import with only numpy, onnx and onnxruntime.
     """
     packages, pytest_args, env = BACKENDS[backend]
     session.install(*CONSTRAINTS, *packages)
@@ -72,7 +76,8 @@ def cross(session: nox.Session) -> None:
     TensorFlow, then the Keras tests again on JAX and on torch, each in its own process.
     `HYPOTHESIS_PROFILE=nightly nox -s cross` draws many more examples.
     """
-    session.install(*CONSTRAINTS, ".[all,test]")
+    # the exporters whose ONNX files tests/cross/test_onnx_exporters.py reads
+    session.install(*CONSTRAINTS, ".[all,test]", "onnxscript", "tf2onnx")
     session.run("pytest", "tests/cross", *session.posargs,
                 env={**CROSS_ENV, "KERAS_BACKEND": "tensorflow"})
     for keras_backend in ("jax", "torch"):

@@ -15,8 +15,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "unirnn"
 
 LAYERS = [
-    ("spec/weights", ("unirnn._errors", "unirnn._gates", "unirnn._spec", "unirnn._weights", "unirnn._activations",
-                      "unirnn._extras", "unirnn._evaluation", "unirnn._file")),
+    ("spec/weights", ("unirnn._errors", "unirnn._gates", "unirnn._assumed", "unirnn._spec",
+                      "unirnn._weights", "unirnn._activations", "unirnn._extras",
+                      "unirnn._evaluation", "unirnn._file")),
     ("cells", ("unirnn._cells",)),
     ("layouts", ("unirnn.layouts",)),
     ("stack", ("unirnn._stack", "unirnn._inputs")),

@@ -51,7 +51,8 @@ def test_newer_version_is_refused(tmp_path):
     spec = unirnn.rnn(2, 3)
     path = tmp_path / "new.safetensors"
     _write(path, dict(unirnn.init_weights(spec)), format_version="2", spec=spec.to_json())
-    with pytest.raises(ValueError, match="format version 2; this unirnn reads up to 1"):
+    with pytest.raises(unirnn.FileFormatError,
+                       match="format_version '2'; this unirnn reads versions 1 to 1: upgrade"):
         unirnn.load(path)
 
 
@@ -61,7 +62,8 @@ def test_shapes_disagreeing_with_spec(tmp_path):
     weights["layer0.forward.w_h"] = np.zeros((3, 4), np.float32)
     path = tmp_path / "bad.safetensors"
     _write(path, weights, format_version="1", spec=spec.to_json())
-    with pytest.raises(ValueError, match=r"'layer0.forward.w_h' has shape \(3, 4\); expected"):
+    with pytest.raises(unirnn.FileFormatError,
+                       match=r"'layer0.forward.w_h' has shape \(3, 4\); the file's spec expects"):
         unirnn.load(path)
 
 

@@ -194,3 +194,16 @@ def test_one_bias_refuses_unfoldable_b_hn():
     weights = unirnn.init_weights(spec)
     with pytest.raises(unirnn.WeightsError, match=r"b_hn is non-zero"):
         unirnn.to_gates(spec, weights, bias="one")
+
+
+@pytest.mark.parametrize("spec", [unirnn.lstm(I, H), unirnn.gru(I, H, reset="before")],
+                         ids=["lstm", "gru-before"])
+def test_numpy_float64_from_float32_weights(spec):
+    """Built in float64 from float32 weights, the numpy backend upcasts before any
+    arithmetic: the float64 oracle on the same float32 values to 1e-12."""
+    from support import max_rel_error, nonzero_weights
+
+    weights = nonzero_weights(spec, seed=8).astype(np.float32)
+    x = np.random.default_rng(9).standard_normal((2, 5, I))
+    model = unirnn.build(spec, backend="numpy", weights=weights, dtype=np.float64)
+    assert max_rel_error(model(x)[0], oracle.run(spec, weights, x)[0]) <= 1e-12

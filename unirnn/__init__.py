@@ -18,6 +18,7 @@ import importlib
 from typing import Any
 
 from ._activations import activation_names, register_activation
+from ._assumed import SpecAndWeights
 from ._errors import FileFormatError, InputError, SpecError, UnirnnError, WeightsError
 from ._extras import EXTRAS, missing
 from ._file import load
@@ -38,6 +39,8 @@ _LAZY = {
     "from_keras": "unirnn.porting.keras",
     "to_flax": "unirnn.porting.flax",
     "from_flax": "unirnn.porting.flax",
+    "to_onnx": "unirnn.porting.onnx",
+    "from_onnx": "unirnn.porting.onnx",
     "port": "unirnn.porting.port",
 }
 
@@ -49,6 +52,7 @@ __all__ = [
     "GATE_ORDER",
     "ROLES",
     "Spec",
+    "SpecAndWeights",
     "SpecError",
     "UnirnnError",
     "Weights",

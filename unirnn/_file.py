@@ -24,9 +24,9 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
-from ._errors import FileFormatError
+from ._errors import FileFormatError, SpecError, WeightsError
 from ._spec import Spec, same_spec
-from ._weights import Weights, check_weights
+from ._weights import Weights, check_weights, weight_shapes
 
 __all__ = [
     "FORMAT_VERSION",
@@ -193,46 +193,93 @@ def save_file(path: str | os.PathLike[str], spec: Spec, weights: Mapping[str, An
     write_atomic(path, save(tensors, metadata=metadata))
 
 
+_FLOAT_TYPES = {"F16": "float16", "F32": "float32", "F64": "float64", "BF16": "bfloat16"}
+"""safetensors dtype codes unirnn reads (bfloat16 is widened to float32, exactly)."""
+
+
+def _bfloat16_tensor(path: Path, name: str) -> np.ndarray:
+    """A bfloat16 tensor widened to float32 (exact: every bfloat16 is a float32), read
+    through torch, which decodes it; numpy has no bfloat16."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise FileFormatError(
+            f"{str(path)!r}: tensor {name!r} is bfloat16, which numpy cannot hold; install "
+            "torch (pip install 'unirnn[torch]') to read it, widened exactly to float32"
+        ) from None
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.get_tensor(name).float().numpy()  # type: ignore[no-any-return]
+
+
 def load(path: str | os.PathLike[str]) -> tuple[Spec, Weights]:
     """Read ``(spec, weights)`` from a file written by :func:`unirnn.save`.
 
+    The header (metadata, tensor names, dtypes and shapes) is checked against the spec
+    before any tensor data is read. bfloat16 tensors are widened exactly to float32
+    (through torch).
+
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a unirnn file, a newer format version, or weights that disagree
-            with the stored spec.
+        FileFormatError: not a unirnn file, a format version this unirnn does not read,
+            a spec that does not parse, or tensors that disagree with the stored spec.
     """
     path = Path(path)
+    shown = repr(str(path))
     if not path.is_file():
-        raise FileNotFoundError(f"no unirnn file at {str(path)!r}")
+        raise FileNotFoundError(f"no unirnn file at {shown}")
     try:
         with safe_open(str(path), framework="np") as handle:
             metadata = handle.metadata() or {}
             if metadata.get("format") != FORMAT_NAME:
                 raise FileFormatError(
-                    f"{str(path)!r} is a safetensors file but not a unirnn file (its metadata "
+                    f"{shown} is a safetensors file but not a unirnn file (its metadata "
                     f"has no format='unirnn'); expected a file written by unirnn.save"
                 )
-            arrays = {name: handle.get_tensor(name) for name in handle.keys()}
+            spec = _header_spec(shown, metadata)
+            expected = weight_shapes(spec)
+            header = {name: handle.get_slice(name) for name in handle.keys()}
+            for name, tensor in header.items():
+                code = tensor.get_dtype()
+                shape = tuple(tensor.get_shape())
+                if name in expected and shape != expected[name]:
+                    raise FileFormatError(f"{shown}: tensor {name!r} has shape {shape}; the "
+                                          f"file's spec expects {expected[name]}")
+                if code not in _FLOAT_TYPES:
+                    raise FileFormatError(
+                        f"{shown}: tensor {name!r} has dtype {code}; expected one of "
+                        f"{', '.join(_FLOAT_TYPES)} (floating point)")
+            unknown = sorted(set(header) - set(expected))
+            if unknown:
+                raise FileFormatError(f"{shown}: tensor {unknown[0]!r} does not belong to the "
+                                      f"file's spec ({spec.describe()})")
+            arrays = {name: _bfloat16_tensor(path, name) if tensor.get_dtype() == "BF16"
+                      else handle.get_tensor(name) for name, tensor in header.items()}
     except SafetensorError as err:
         raise FileFormatError(
-            f"{str(path)!r} is not a unirnn file: expected a .safetensors file written by "
+            f"{shown} is not a unirnn file: expected a .safetensors file written by "
             f"unirnn.save; could not read it ({err})"
         ) from None
     try:
-        version = int(metadata.get("format_version", ""))
-    except ValueError:
+        return spec, check_weights(spec, arrays)
+    except WeightsError as err:
+        raise FileFormatError(f"{shown}: {err}") from None
+
+
+def _header_spec(shown: str, metadata: Mapping[str, str]) -> Spec:
+    """The spec of a unirnn file's metadata, after checking its format version."""
+    text = metadata.get("format_version", "")
+    if not text.isdigit() or not 1 <= int(text) <= FORMAT_VERSION:
+        newer = text.isdigit() and int(text) > FORMAT_VERSION
         raise FileFormatError(
-            f"{str(path)!r}: format_version {metadata.get('format_version')!r} is not a number"
-        ) from None
-    if version > FORMAT_VERSION:
-        raise FileFormatError(
-            f"{str(path)!r} has unirnn format version {version}; this unirnn reads up to "
-            f"{FORMAT_VERSION}: upgrade unirnn"
+            f"{shown} has unirnn format_version {text!r}; this unirnn reads versions 1 to "
+            f"{FORMAT_VERSION}" + (": upgrade unirnn" if newer else "")
         )
     if "spec" not in metadata:
-        raise FileFormatError(f"{str(path)!r}: the unirnn metadata holds no spec")
-    spec = Spec.from_json(metadata["spec"])
-    return spec, check_weights(spec, arrays)
+        raise FileFormatError(f"{shown}: the unirnn metadata holds no spec")
+    try:
+        return Spec.from_json(metadata["spec"])
+    except SpecError as err:
+        raise FileFormatError(f"{shown}: the spec in its metadata is not valid: {err}") from None
 
 
 def read_file(path: Path, spec: Spec | None = None) -> tuple[Spec, Weights]:

@@ -160,7 +160,11 @@ def _layer_from_gates(spec: Spec, gates: Mapping[str, Any], layer: int, layout: 
                       where: str) -> dict[str, np.ndarray]:
     H, P, I_k = spec.hidden_size, spec.output_size, spec.layer_input_size(layer)
     entries = _canonical_gates(spec, gates, where)
-    w_x, w_h, b_x, b_h, peep = [], [], [], [], {}
+    w_x: list[np.ndarray] = []
+    w_h: list[np.ndarray] = []
+    b_x: list[np.ndarray | None] = []
+    b_h: list[np.ndarray | None] = []
+    peep: dict[str, np.ndarray] = {}
     any_bias = False
     for gate in GATE_ORDER[spec.family]:
         entry = entries[gate]

@@ -31,12 +31,22 @@ def _shape(array: Any) -> tuple[Any, ...]:
 
 
 def check_input_shape(spec: Spec, shape: tuple[Any, ...], layout: str = "(N, T, I)",
-                      time_axis: int = 1) -> None:
-    """Rank 3, the feature size ``I`` last and at least one time step (axis ``time_axis``).
+                      time_axis: int = 1, dtype: Any = None) -> None:
+    """Rank 3, the feature size ``I`` last and at least one time step (axis ``time_axis``);
+    with ``dtype``, real numbers (floating point or integer: not complex, bool or object).
 
     ``layout`` is how the caller names the axes in messages, e.g. ``"(T, N, I)"``. An
     unknown size (``None``, as Keras' functional API traces) is not judged.
     """
+    if dtype is not None:
+        name = str(getattr(dtype, "name", dtype))
+        try:
+            kind = np.dtype(dtype).kind
+        except TypeError:
+            kind = "f" if "float" in name else "?"
+        if kind not in "fiu" or name.startswith("bool"):
+            raise InputError(f"input: expected real numbers (a floating-point array); "
+                             f"received dtype {name}")
     if len(shape) != 3:
         raise InputError(
             f"input: expected a rank-3 array {layout} with I={spec.input_size}; "

@@ -381,6 +381,14 @@ def _activations(
     activations: Mapping[str, str] | None,
 ) -> dict[str, str]:
     """Merge the Keras-style shorthands with per-role overrides (overrides win)."""
+    for option, value in (("activation", activation),
+                          ("recurrent_activation", recurrent_activation)):
+        if value is None and not (option == "recurrent_activation" and family == "rnn"):
+            raise SpecError(
+                f"{option}: expected an activation name such as 'tanh' or 'identity'; received "
+                f"None (Keras reads None as linear, other code as the default: say which, "
+                f"{option}='identity', or leave it out for the {family}'s default)"
+            )
     merged: dict[str, str] = {}
     if family == "lstm":
         if activation is not None:

@@ -16,14 +16,16 @@ Gate order: lstm ``i, f, g, o``; gru ``r, z, n``; rnn ``h``.
 
 from __future__ import annotations
 
+import math
 import numbers
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._errors import WeightsError
+from ._errors import SpecError, WeightsError
 from ._spec import Spec
 
 __all__ = ["Weights", "check_weights", "init_weights", "weight_shapes"]
@@ -59,6 +61,66 @@ def weight_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
     }
 
 
+def _as_numpy(name: str, value: Any) -> np.ndarray:
+    """A copy of ``value`` (numpy, torch, jax, Keras, TensorFlow) as a numpy array;
+    bfloat16 (which numpy lacks) is widened to float32, exactly."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        if hasattr(value, "numpy"):
+            value = value.numpy()
+    try:
+        array = np.array(value, copy=True)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise WeightsError(f"weight {name!r}: expected a floating-point array; could not "
+                           f"convert a {type(value).__name__} ({err})") from None
+    if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16, from jax or TensorFlow
+        array = array.astype(np.float32)
+    return array
+
+
+def check_fits(spec: Spec, dtype: DTypeLike = np.float32) -> None:
+    """Refuse a spec whose weights would not fit in this machine's available memory.
+
+    Raises:
+        SpecError: the size of the weights and the memory available, in bytes.
+    """
+    count = sum(math.prod(shape) for shape in weight_shapes(spec).values())
+    size = count * np.dtype(dtype).itemsize
+    available = available_memory()
+    if available is not None and size > available:
+        raise SpecError(
+            f"spec: its weights take {count:,} values ({_human(size)} in "
+            f"{np.dtype(dtype).name}); this machine has {_human(available)} of memory "
+            f"available (input_size={spec.input_size}, hidden_size={spec.hidden_size}, "
+            f"num_layers={spec.num_layers})"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine has available (Linux: MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
 class Weights(Mapping[str, np.ndarray]):
     """An immutable mapping from canonical names to numpy arrays.
 
@@ -82,7 +144,7 @@ class Weights(Mapping[str, np.ndarray]):
             )
         converted: dict[str, np.ndarray] = {}
         for name, value in arrays.items():
-            array = np.array(value, copy=True)
+            array = _as_numpy(str(name), value)
             if array.dtype.kind != "f":
                 raise WeightsError(
                     f"weight {name!r}: expected a floating-point array; received dtype "
@@ -164,6 +226,7 @@ def init_weights(spec: Spec, seed: int = 0, dtype: DTypeLike = np.float32) -> We
     """
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise WeightsError(f"seed: expected an integer >= 0; received {seed!r}")
+    check_fits(spec, dtype)
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(spec.hidden_size)
     return Weights(

@@ -95,7 +95,7 @@ def test_convert_refuses_overwrite_and_code_in_pickles(tmp_path, lstm_file, caps
 
 def test_convert_unknown_format(tmp_path, lstm_file, capsys):
     src, _, _ = lstm_file
-    assert main(["convert", str(src), str(tmp_path / "model.onnx")]) == 2
+    assert main(["convert", str(src), str(tmp_path / "model.tflite")]) == 2
     assert "cannot tell the format" in capsys.readouterr().err
 
 

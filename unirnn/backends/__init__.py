@@ -16,6 +16,7 @@ from .._errors import SpecError
 from .._evaluation import Evaluation
 from .._extras import missing
 from .._spec import Spec
+from .._weights import check_fits
 
 __all__ = ["BACKENDS", "Backend", "backend_module", "build", "explain", "framework_installed"]
 
@@ -97,11 +98,15 @@ def build(spec: Spec, backend: str = "numpy", weights: Mapping[str, Any] | None 
     """
     if not isinstance(spec, Spec):
         raise SpecError(f"build: expected a unirnn.Spec; received {type(spec).__name__}")
+    if weights is None:
+        check_fits(spec)  # before the framework tries to allocate them
     return backend_module(backend).build(spec, weights=weights, **options)
 
 
 def explain(module: Any) -> str:
-    """Which kernel a module built by :func:`build` runs, and for which spec.
+    """Which kernel a module built by :func:`build` runs, and for which spec; for a module
+    ``unirnn.port`` built from a source that carries no spec (a plain state dict), also
+    the standard cell that was assumed (its ``spec_assumed``, :mod:`unirnn._assumed`).
 
     Example:
         >>> import unirnn
@@ -116,4 +121,6 @@ update=old; layers=1'
             f"explain: expected a module built by unirnn.build (with .kernel and .spec); "
             f"received {type(module).__name__}"
         )
-    return f"{type(module).__name__} runs {kernel} for {spec.describe()}"
+    text = f"{type(module).__name__} runs {kernel} for {spec.describe()}"
+    assumed = getattr(module, "spec_assumed", None)  # set by unirnn.port (unirnn._assumed)
+    return text if not isinstance(assumed, str) else f"{text}. Assumed: {assumed}"

@@ -24,6 +24,7 @@ from ._flax_scan import (
     apply_stack,
     kernel_name,
     param_inits,
+    processing_order,
     zero_carry,
 )
 
@@ -131,6 +132,8 @@ class UniRNN(nn.Module):
         weights: canonical weights to initialise the parameters with (``None``: Flax's
             initialisers, see :class:`UniCell`).
         time_major, return_carry, reverse, deterministic: defaults of the call options.
+        keep_order: with ``reverse``, outputs in input order (``True``, the default) or in
+            processing order (``False``: Flax ``nn.RNN``'s default, Keras' ``go_backwards``).
         dtype: computation dtype (``None``: promoted from inputs and parameters);
             param_dtype: parameter dtype (float32). ``dtype=jnp.bfloat16`` computes in
             bfloat16.
@@ -146,6 +149,7 @@ class UniRNN(nn.Module):
     time_major: bool = False
     return_carry: bool = False
     reverse: bool = False
+    keep_order: bool = True
     deterministic: bool | None = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
@@ -192,4 +196,6 @@ class UniRNN(nn.Module):
             initial_carry, seq_lengths, dropout, self.dtype, time_major, reverse, self.unroll,
             self.hoist_input,
         )
+        if reverse and not self.keep_order:
+            outputs = processing_order(outputs, seq_lengths, time_major)
         return (finals, outputs) if return_carry else outputs

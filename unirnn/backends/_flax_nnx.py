@@ -25,6 +25,7 @@ from ._flax_scan import (
     apply_stack,
     kernel_name,
     param_inits,
+    processing_order,
     zero_carry,
 )
 
@@ -126,8 +127,10 @@ class UniRNNNNX(nnx.Module):
     def __init__(self, spec: Spec, *, weights: Mapping[str, Any] | None = None,
                  time_major: bool = False, return_carry: bool = False, reverse: bool = False,
                  dtype: Any = None, param_dtype: Any = jnp.float32, unroll: int = 1,
-                 hoist_input: bool | None = None, rngs: nnx.Rngs | None = None) -> None:
+                 hoist_input: bool | None = None, rngs: nnx.Rngs | None = None,
+                 keep_order: bool = True) -> None:
         self.spec = spec
+        self.keep_order = keep_order
         self.hoist_input = hoist_input
         self.time_major = time_major
         self.return_carry = return_carry
@@ -167,11 +170,14 @@ class UniRNNNNX(nnx.Module):
             def dropout(x: Any) -> Any:
                 return module(x, deterministic=deterministic)
 
+        time_major = self.time_major if time_major is None else time_major
+        reverse = self.reverse if reverse is None else reverse
         finals, outputs = apply_stack(
             spec, cells[0, "forward"].cell, {k: c.tensors for k, c in cells.items()}, inputs,
-            initial_carry, seq_lengths, dropout, self.dtype,
-            self.time_major if time_major is None else time_major,
-            self.reverse if reverse is None else reverse, self.unroll, self.hoist_input,
+            initial_carry, seq_lengths, dropout, self.dtype, time_major, reverse, self.unroll,
+            self.hoist_input,
         )
+        if reverse and not self.keep_order:
+            outputs = processing_order(outputs, seq_lengths, time_major)
         return_carry = self.return_carry if return_carry is None else return_carry
         return (finals, outputs) if return_carry else outputs

@@ -296,7 +296,7 @@ def apply_stack(
     if reverse and spec.bidirectional:
         raise InputError("reverse: expected a unidirectional spec; received bidirectional=True")
     check_input_shape(spec, tuple(inputs.shape), "(T, N, I)" if time_major else "(N, T, I)",
-                      time_axis=0 if time_major else 1)
+                      time_axis=0 if time_major else 1, dtype=inputs.dtype)
     x = inputs if time_major else jnp.swapaxes(inputs, 0, 1)
     steps, batch = x.shape[:2]
     lengths = _concrete_lengths(seq_lengths, batch, steps)
@@ -376,3 +376,20 @@ def param_inits(gates: int) -> dict[str, Callable[..., Array]]:
         "peepholes": zeros,
         "projection_kernel": _drawn_in_float32(jax.nn.initializers.lecun_normal()),
     }
+
+
+def processing_order(outputs: Array, seq_lengths: Array | None, time_major: bool) -> Array:
+    """A reversed run's outputs, given in input order, put in processing order (Flax's
+    ``nn.RNN(reverse=True, keep_order=False)``, Keras' ``go_backwards``): step ``t``
+    holds the output after reading ``x[L-1-t]``, each sequence reversed within its
+    length ``L`` (padded steps stay zero)."""
+    y = outputs if time_major else jnp.swapaxes(outputs, 0, 1)
+    steps = y.shape[0]
+    if seq_lengths is None:
+        y = y[::-1]
+    else:
+        t = jnp.arange(steps)[:, None]
+        lengths = jnp.asarray(seq_lengths)[None, :]
+        index = jnp.where(t < lengths, lengths - 1 - t, t)
+        y = JaxOps().take_time(y, index)
+    return y if time_major else jnp.swapaxes(y, 0, 1)

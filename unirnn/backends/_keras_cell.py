@@ -20,6 +20,7 @@ from .._activations import resolve_activation
 from .._cells import Cell, folded_bias_rows, make_cell
 from .._errors import SpecError
 from .._spec import Spec
+from .._weights import check_weights
 from ..layouts.kernels import KERNEL_LAYOUT, kernel_layout_shapes, to_kernel_layout
 
 __all__ = ["KERAS_ACTIVATIONS", "KerasOps", "UniRNNCell", "as_spec"]
@@ -254,3 +255,16 @@ class UniRNNCell(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "spec": self.spec.to_dict(), "layer": self.layer_index}
+
+
+def build_cell(spec: Spec, weights: Mapping[str, Any] | None, dtype: str,
+               name: str | None = None) -> UniRNNCell:
+    """``unirnn.build(spec, backend="keras", module="cell")``: a :class:`UniRNNCell` of a
+    single-layer unidirectional spec, holding ``weights`` (checked) when given."""
+    if spec.num_layers != 1 or spec.bidirectional:
+        raise SpecError(f"module='cell': expected a single-layer unidirectional spec; received "
+                        f"num_layers={spec.num_layers}, bidirectional={spec.bidirectional}")
+    cell = UniRNNCell(spec, dtype=dtype, name=name)
+    if weights is not None:
+        cell.set_canonical(check_weights(spec, weights).layer(0, "forward"))
+    return cell

@@ -97,9 +97,13 @@ class NativeStrategy:
     resolved_path = "native"
     tracked_as = "native_layers"
 
-    def __init__(self, spec: Spec, dtype: Any) -> None:
+    def __init__(self, spec: Spec, dtype: Any, interface: Any = None) -> None:
         self.spec = spec
         self.kernel = f"keras.layers.{NATIVE_CLASSES[spec.family]}"
+        # Keras' own keywords: unroll, recurrent_dropout, dropout (LayerInterface)
+        self.options = {} if interface is None else interface.native_options()
+        self.batch_size = getattr(interface, "batch_size", None) if self.options.get(
+            "stateful") else None  # a stateful layer's states have a fixed batch
         self.layers = [self._make(k, dtype) for k in range(spec.num_layers)]
 
     def _make(self, k: int, dtype: Any) -> keras.layers.Layer:
@@ -110,7 +114,7 @@ class NativeStrategy:
             # cuDNN kernel; on CPU it measured 1.3-1.5x slower than the generic loop
             # (benchmarks/bench_keras.py), so take the loop there.
             options["use_cudnn"] = False
-        inner = cls(**native_config(self.spec), **options, return_sequences=True,
+        inner = cls(**native_config(self.spec), **options, **self.options, return_sequences=True,
                     return_state=True, dtype=dtype, name=f"layer{k}")
         if not self.spec.bidirectional:
             return inner
@@ -119,7 +123,7 @@ class NativeStrategy:
     def build(self) -> None:
         for k, layer in enumerate(self.layers):
             if not layer.built:
-                layer.build((None, None, self.spec.layer_input_size(k)))
+                layer.build((self.batch_size, None, self.spec.layer_input_size(k)))
 
     def _direction(self, k: int, direction: str) -> keras.layers.Layer:
         layer = self.layers[k]
@@ -147,6 +151,8 @@ class NativeStrategy:
                       params: Mapping[str, np.ndarray]) -> None:
         target = self._direction(layer, direction)
         dtype = target.cell.kernel.dtype
+        # upcast before folding b_x + b_h: float32 weights in a float64 layer sum in float64
+        params = {name: np.asarray(value, dtype) for name, value in params.items()}
         target.set_weights([a.astype(dtype) for a in to_native_arrays(self.spec, params)])
 
     def run(self, x: Any, carries: Sequence[Carry] | None, mask: Any, training: Any,
@@ -174,8 +180,9 @@ class CustomStrategy:
     tracked_as = "cells"
     kernel = CUSTOM_KERNEL
 
-    def __init__(self, spec: Spec, dtype: Any) -> None:
+    def __init__(self, spec: Spec, dtype: Any, interface: Any = None) -> None:
         self.spec = spec
+        self.unroll = bool(getattr(interface, "unroll", False))
         self.ops = KerasOps()
         self.layers = [UniRNNCell(spec, layer=k, dtype=dtype, name=f"layer{k}_{direction}")
                        for k in range(spec.num_layers) for direction in spec.directions]
@@ -218,6 +225,7 @@ class CustomStrategy:
         _, y, states = keras.src.backend.rnn(
             step, xp, list(carry), mask=valid, zero_output_for_mask=True,
             input_length=xp.shape[0], time_major=True, return_all_outputs=True,
+            unroll=self.unroll,
         )
         return y, tuple(states)
 

@@ -29,6 +29,9 @@ CUSTOM_KERNEL = "unirnn.torch-loop"
 
 def torch_dtype(dtype: Any) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point or dtype.itemsize < 2:
+            raise SpecError(f"dtype: expected float32, float64, bfloat16 or float16; "
+                            f"received {dtype}")
         return dtype
     if isinstance(dtype, str) and dtype == "bfloat16":
         return torch.bfloat16

@@ -93,6 +93,11 @@ def build(spec: Spec, weights: Mapping[str, Any] | None = None, *, api: str = "l
     if weights is not None:
         weights = check_weights(spec, weights)
     _check_api(api)
+    for option in ("dtype", "param_dtype"):
+        value = options.get(option)
+        if value is not None and not jnp.issubdtype(value, jnp.floating):
+            raise SpecError(f"{option}: expected a floating-point dtype (float32, float64, "
+                            f"bfloat16, float16); received {value!r}")
     if module not in ("layer", "cell"):
         raise SpecError(f"module: expected 'layer' or 'cell'; received {module!r}")
     if module == "cell" and (spec.num_layers != 1 or spec.bidirectional):

@@ -50,7 +50,8 @@ from .._inputs import (
 from .._spec import Spec
 from .._weights import Weights, check_weights, weight_name
 from ..layouts.keras import native_problem
-from ._keras_cell import KERAS_ACTIVATIONS, KerasOps, UniRNNCell, as_spec
+from ._keras_cell import KERAS_ACTIVATIONS, KerasOps, UniRNNCell, as_spec, build_cell
+from ._keras_interface import LayerInterface
 from ._keras_strategies import (
     CUSTOM_KERNEL,
     HOIST_INPUT_PROJECTION,
@@ -139,6 +140,12 @@ class UniRNN(keras.layers.Layer):
         return_sequences: bool = True,
         return_state: bool = False,
         go_backwards: bool = False,
+        merge_mode: str | None = "concat",
+        unroll: bool = False,
+        recurrent_dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        stateful: bool = False,
+        batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         if path not in PATHS:
@@ -156,7 +163,10 @@ class UniRNN(keras.layers.Layer):
         self.supports_masking = True
         strategy_class = NativeStrategy if path != "custom" and problem is None \
             else CustomStrategy
-        self.strategy: Strategy = strategy_class(spec, self.dtype_policy)
+        self.interface = LayerInterface(merge_mode, bool(unroll), float(recurrent_dropout),
+                                        float(input_dropout), bool(stateful), batch_size)
+        self.interface.check(spec, strategy_class.resolved_path)
+        self.strategy: Strategy = strategy_class(spec, self.dtype_policy, self.interface)
         self.resolved_path = self.strategy.resolved_path
         self.kernel = self.strategy.kernel
         # Both attributes exist, in this order, the strategy's sub-layers in its own: Keras
@@ -173,6 +183,11 @@ class UniRNN(keras.layers.Layer):
     def build(self, input_shape: Any = None) -> None:
         self.strategy.build()
         self.built = True
+
+    def reset_state(self) -> None:
+        """Zero the states a ``stateful=True`` layer carries between calls (Keras' own)."""
+        for layer in self.native_layers:
+            layer.reset_state()
 
     # -- weights ---------------------------------------------------------------------
 
@@ -206,18 +221,20 @@ class UniRNN(keras.layers.Layer):
     # -- running ---------------------------------------------------------------------
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-        output_mask = mask if self.return_sequences else None
-        if not self.return_state:
-            return output_mask
         spec = self.spec  # like Keras' RNN: no mask on the states
+        masks = [mask if self.return_sequences else None] * (
+            2 if spec.bidirectional and self.interface.merge_mode is None else 1)
+        if not self.return_state:
+            return masks[0] if len(masks) == 1 else masks
         states = spec.num_layers * spec.num_directions * (2 if spec.family == "lstm" else 1)
-        return [output_mask] + [None] * states
+        return masks + [None] * states
 
     def _check_call(self, x: Any, mask: Any, initial_state: Any) -> list[Any] | None:
         """Input ``(N, T, I)``, mask ``(N, T)``, initial states per layer and direction."""
         spec = self.spec
         shape = tuple(x.shape)
-        check_input_shape(spec, shape)  # N and T may be None (Keras' functional API)
+        # N and T may be None (Keras' functional API)
+        check_input_shape(spec, shape, dtype=getattr(x, "dtype", None))
         batch, steps = shape[0], shape[1]
         if mask is not None:
             received = tuple(mask.shape)
@@ -236,7 +253,7 @@ class UniRNN(keras.layers.Layer):
     def call(self, inputs: Any, mask: Any = None, initial_state: Any = None,
              training: Any = None) -> Any:
         spec = self.spec
-        D, S = spec.num_directions, (2 if spec.family == "lstm" else 1)
+        S = 2 if spec.family == "lstm" else 1
         given = self._check_call(inputs, mask, initial_state)
         carries = None if given is None else [
             tuple(given[row * S:(row + 1) * S]) for row in range(len(given) // S)]
@@ -250,14 +267,10 @@ class UniRNN(keras.layers.Layer):
             def dropout(y: Any, layer: keras.layers.Layer = self.dropout_layer) -> Any:
                 return layer(y, training=training)
         y, finals = self.strategy.run(x, carries, valid, training, dropout)
-        if self.return_sequences:
-            outputs = y
-        else:
-            top = finals[-D:]
-            outputs = top[0][0] if D == 1 else ops.concatenate([c[0] for c in top], axis=-1)
+        outputs = self.interface.outputs(spec, y, finals, self.return_sequences)
         if not self.return_state:
-            return outputs
-        return [outputs, *(s for carry in finals for s in carry)]
+            return outputs[0] if len(outputs) == 1 else outputs
+        return [*outputs, *(s for carry in finals for s in carry)]
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -268,6 +281,7 @@ class UniRNN(keras.layers.Layer):
             "return_sequences": self.return_sequences,
             "return_state": self.return_state,
             "go_backwards": self.go_backwards,
+            **self.interface.config(),
         }
 
     @classmethod
@@ -297,7 +311,9 @@ def build(
     return_state: bool = False,
     go_backwards: bool = False,
     name: str | None = None,
-) -> UniRNN:
+    module: str = "layer",
+    **interface: Any,
+) -> UniRNN | UniRNNCell:
     """``unirnn.build(spec, backend="keras", weights=None, path="auto", dtype="float32", ...)``.
 
     Args:
@@ -311,9 +327,19 @@ def build(
         dtype: the layer's dtype (``"float32"``, ``"float64"``; jax needs x64 for float64).
         return_sequences, return_state, go_backwards: Keras' meanings (see :class:`UniRNN`).
         name: the Keras layer name.
+        module: ``"layer"`` (:class:`UniRNN`) or ``"cell"`` (a :class:`UniRNNCell`, one step).
+        interface: ``merge_mode``, ``unroll``, ``recurrent_dropout``, ``input_dropout``
+            (:mod:`unirnn.backends._keras_interface`).
     """
+    if module == "cell":
+        return build_cell(spec, weights, check_dtype(dtype), name)
+    if module != "layer":
+        raise SpecError(f"module: expected 'layer' or 'cell'; received {module!r}")
+    if dtype is not None:
+        check_dtype(dtype)
     layer = UniRNN(spec, path=path, return_sequences=return_sequences,
-                   return_state=return_state, go_backwards=go_backwards, dtype=dtype, name=name)
+                   return_state=return_state, go_backwards=go_backwards, dtype=dtype, name=name,
+                   **interface)
     if weights is not None:
         layer.set_canonical_weights(weights)
     return layer

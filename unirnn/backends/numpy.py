@@ -130,7 +130,7 @@ class NumpyRNN:
         """
         spec = self.spec
         x = np.asarray(x)
-        check_input_shape(spec, tuple(x.shape))
+        check_input_shape(spec, tuple(x.shape), dtype=x.dtype)
         x = x.astype(self.dtype, copy=False)
         batch, steps = x.shape[:2]
         lens = None if lengths is None else check_lengths(lengths, batch, steps)

@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._errors import SpecError
 from .._evaluation import Evaluation
 from .._inputs import check_cotangent, check_input_shape, check_stacked_state
 from .._spec import Spec
 from .._weights import Weights
-from .._errors import SpecError
 from ._torch_cell import CELL_KERNELS, TorchRNNCell
 from ._torch_kernels import TORCH_ACTIVATIONS, TorchOps
 from ._torch_module import CUSTOM_KERNEL, TorchRNN, torch_dtype

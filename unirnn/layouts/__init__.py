@@ -6,6 +6,7 @@
 - :mod:`unirnn.layouts.keras`: Keras 3's ``SimpleRNN``/``LSTM``/``GRU``.
 - :mod:`unirnn.layouts.flax`: Flax's ``LSTMCell``/``OptimizedLSTMCell``/``GRUCell``/
   ``SimpleCell`` trees and unirnn's Flax layer tree.
+- :mod:`unirnn.layouts.onnx`: ONNX's ``LSTM``/``GRU``/``RNN`` operators.
 
 Each module has the same small surface, read by the backends, by porting and by error
 messages alike: the framework's tensor names and shapes; canonical weights to and from

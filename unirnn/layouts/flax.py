@@ -235,6 +235,22 @@ def from_cell_tree(tree: Mapping[str, Any], cell: str) -> dict[str, np.ndarray]:
     if cell == "LSTMCell" and "dense_i" in tree:
         cell = "OptimizedLSTMCell"  # nnx's fused names; linen's LSTM cells share one layout
     entries = cell_entries(cell, tree_api(tree))
+    needed = {entry.name: ("kernel", "bias") if entry.bias is not None else ("kernel",)
+              for entry in entries}
+    wrong = [name for name, keys in needed.items()
+             if not isinstance(tree.get(name), Mapping) or not set(keys) <= set(tree[name])]
+    if wrong:
+        guess = None
+        try:
+            guess = detect_cell(tree)
+        except WeightsError:
+            pass
+        expected = ", ".join(f"{name}/{'+'.join(keys)}" for name, keys in needed.items())
+        raise WeightsError(
+            f"{cell}: expected params {expected}; received keys {sorted(map(str, tree))}"
+            + (f" (these are {'unirnn' if guess is None else 'a ' + guess}'s params: pass "
+               f"cell={guess!r})" if guess != cell else "")
+        )
     parts: dict[tuple[str, str], list[np.ndarray]] = {}
     hidden = None
     for entry in entries:

@@ -106,9 +106,11 @@ def unirnn_activation(keras_name: object) -> str:
     if isinstance(name, Mapping):  # a serialised activation, e.g. {"config": "relu", ...}
         name = name.get("config", name)
     if not isinstance(name, (str, type(None))) or name not in _FROM_KERAS:
+        shown = repr(name) if isinstance(name, str) else "(a lambda or a function of your own)"
         raise SpecError(
-            f"Keras activation {keras_name!r} has no identical unirnn activation; expected one "
-            f"of {', '.join(sorted(k for k in _FROM_KERAS if k))}"
+            f"Keras activation {shown} has no identical unirnn activation; expected one "
+            f"of {', '.join(sorted(k for k in _FROM_KERAS if k))}, or register the function "
+            "with unirnn.register_activation and pass spec="
         )
     return _FROM_KERAS[name]
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .._activations import get_activation_def, parse_activation
-from .._errors import SpecError
+from .._errors import SpecError, WeightsError
 from .._spec import Spec, gru, lstm, rnn
 from . import SPEC_KEY
 
@@ -173,7 +173,7 @@ def unirnn_activation(onnx_name: str, alpha: float | None, beta: float | None) -
     definition = get_activation_def(named[key])
     values = [a, b][: len(definition.params)]
     # a float32 attribute equal to the float32 of unirnn's default is that default (1/6)
-    params = [default if np.float32(v) == np.float32(default) else v
+    params = [default if v is None or np.float32(v) == np.float32(default) else v
               for v, (_, default) in zip(values, definition.params)]
     text = f"{named[key]}({', '.join(repr(float(p)) for p in params)})"
     return str(parse_activation(text))
@@ -285,8 +285,8 @@ def spec_from_node(op_type: str, attrs: Mapping[str, Any], w_shape: Sequence[int
 
     Raises:
         SpecError: an attribute unirnn cannot compute exactly (``clip``, ``input_forget=1``,
-            an activation without a unirnn equal, different activations per direction) or
-            shapes that disagree with ``hidden_size``; the message names it.
+            an activation without a unirnn equal, different activations per direction).
+        WeightsError: ``W``/``R`` shapes that disagree with ``hidden_size`` and ``direction``.
     """
     family = FAMILIES.get(op_type)
     if family is None:
@@ -308,12 +308,12 @@ def spec_from_node(op_type: str, attrs: Mapping[str, Any], w_shape: Sequence[int
                         "(f = 1 - i), which no unirnn spec computes")
     gates = {"rnn": 1, "gru": 3, "lstm": 4}[family]
     if len(w_shape) != 3 or len(r_shape) != 3:
-        raise SpecError(f"{where}: W and R must be 3-D [D, G*H, ·]; received shapes "
+        raise WeightsError(f"{where}: W and R must be 3-D [D, G*H, ·]; received shapes "
                         f"{tuple(w_shape)} and {tuple(r_shape)}")
     hidden = int(attrs.get("hidden_size", r_shape[2]))
     expected_w = (directions, gates * hidden)
     if tuple(w_shape[:2]) != expected_w or tuple(r_shape) != (*expected_w, hidden):
-        raise SpecError(
+        raise WeightsError(
             f"{where}: W {tuple(w_shape)} and R {tuple(r_shape)} do not fit a {op_type} with "
             f"hidden_size={hidden} and {directions} direction(s): expected W "
             f"[{directions}, {gates * hidden}, I] and R [{directions}, {gates * hidden}, {hidden}]"

@@ -12,157 +12,20 @@ and ``layer{k}.W``/``R``/``B``/``P`` in ONNX's layout for native ones.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .._activations import get_activation_def, parse_activation
-from .._errors import SpecError
+from .._cells import folded_bias_rows
 from .._spec import Spec
 from .._weights import Weights
 from ..layouts import onnx as onnx_layout
+from ._onnx_ops import ELEM, Graph, activation
 
-__all__ = ["Graph", "build_model"]
-
-_ELEM = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
-
-
-class Graph:
-    """Nodes under construction: what an ``onnx=`` activation receives.
-
-    ``op(op_type, *inputs, **attributes)`` adds a node and returns its output's name
-    (``outputs=k`` returns ``k`` names); ``const(value)`` adds a constant of the graph's
-    float dtype (or of ``value``'s own dtype when it is an integer or bool array) and
-    returns its name. Names are unique within the model.
-    """
-
-    def __init__(self, dtype: np.dtype[Any], initializers: list[onnx.TensorProto],
-                 counter: list[int], prefix: str = "") -> None:
-        self.dtype = dtype
-        self.nodes: list[onnx.NodeProto] = []
-        self._initializers = initializers
-        self._counter = counter
-        self._prefix = prefix
-        self._consts: dict[tuple[Any, ...], str] = {}
-
-    def fresh(self, stem: str) -> str:
-        self._counter[0] += 1
-        return f"{self._prefix}{stem}_{self._counter[0]}"
-
-    def op(self, op_type: str, *inputs: str, outputs: int = 1, **attributes: Any) -> Any:
-        names = [self.fresh(op_type.lower()) for _ in range(outputs)]
-        self.nodes.append(helper.make_node(op_type, list(inputs), names,
-                                           name=self.fresh(op_type), **attributes))
-        return names[0] if outputs == 1 else names
-
-    def const(self, value: Any, name: str | None = None) -> str:
-        array = np.asarray(value)
-        if array.dtype.kind == "f":
-            array = array.astype(self.dtype)
-        key = (array.dtype.str, array.shape, array.tobytes()) if name is None else (name,)
-        if key not in self._consts:
-            self._consts[key] = name or self.fresh("const")
-            self._initializers.append(numpy_helper.from_array(array, self._consts[key]))
-        return self._consts[key]
-
-    def sub(self, prefix: str) -> Graph:
-        """A graph for a ``Scan`` body, sharing this model's initializers and names."""
-        return Graph(self.dtype, self._initializers, self._counter, prefix)
-
-
-# -- activations ------------------------------------------------------------------------------
-
-
-def _gelu(g: Graph, x: str) -> str:
-    erf = g.op("Erf", g.op("Div", x, g.const(math.sqrt(2.0))))
-    return g.op("Mul", g.op("Mul", x, g.const(0.5)), g.op("Add", g.const(1.0), erf))
-
-
-def _gelu_tanh(g: Graph, x: str) -> str:
-    cube = g.op("Mul", g.op("Mul", x, x), x)
-    inner = g.op("Mul", g.const(math.sqrt(2.0 / math.pi)),
-                 g.op("Add", x, g.op("Mul", g.const(0.044715), cube)))
-    return g.op("Mul", g.op("Mul", g.const(0.5), x), g.op("Add", g.const(1.0), g.op("Tanh", inner)))
-
-
-def _softplus(g: Graph, x: str) -> str:
-    if g.dtype == np.float32:
-        return g.op("Softplus", x)  # onnxruntime has no float64 Softplus kernel
-    tail = g.op("Log", g.op("Add", g.const(1.0), g.op("Exp", g.op("Neg", g.op("Abs", x)))))
-    return g.op("Add", tail, g.op("Relu", x))
-
-
-def _softsign(g: Graph, x: str) -> str:
-    if g.dtype == np.float32:
-        return g.op("Softsign", x)
-    return g.op("Div", x, g.op("Add", g.const(1.0), g.op("Abs", x)))
-
-
-def _elu(g: Graph, x: str, alpha: float) -> str:
-    if g.dtype == np.float32:
-        return g.op("Elu", x, alpha=alpha)
-    negative = g.op("Mul", g.const(alpha), g.op("Sub", g.op("Exp", g.op("Min", x, g.const(0.0))),
-                                                g.const(1.0)))
-    return g.op("Where", g.op("Greater", x, g.const(0.0)), x, negative)
-
-
-def _leaky_relu(g: Graph, x: str, alpha: float) -> str:
-    if g.dtype == np.float32:
-        return g.op("LeakyRelu", x, alpha=alpha)
-    # float64: the slope as a float64 constant (the attribute would round it to float32)
-    return g.op("Where", g.op("Less", x, g.const(0.0)), g.op("Mul", x, g.const(alpha)), x)
-
-
-def _hard_sigmoid(g: Graph, x: str, alpha: float, beta: float) -> str:
-    if g.dtype == np.float32:
-        return g.op("HardSigmoid", x, alpha=alpha, beta=beta)
-    line = g.op("Add", g.op("Mul", x, g.const(alpha)), g.const(beta))
-    return g.op("Clip", line, g.const(0.0), g.const(1.0))
-
-
-_BUILTINS: dict[str, Callable[..., str]] = {
-    "sigmoid": lambda g, x: g.op("Sigmoid", x),
-    "tanh": lambda g, x: g.op("Tanh", x),
-    "relu": lambda g, x: g.op("Relu", x),
-    "identity": lambda g, x: x,
-    "gelu": _gelu,
-    "gelu_tanh": _gelu_tanh,
-    "silu": lambda g, x: g.op("Mul", x, g.op("Sigmoid", x)),
-    "hard_sigmoid": _hard_sigmoid,
-    "softsign": _softsign,
-    "softplus": _softplus,
-    "elu": _elu,
-    "leaky_relu": _leaky_relu,
-}
-
-
-def activation(g: Graph, text: str, x: str) -> str:
-    """Nodes computing the activation ``text`` of ``x``; a user activation needs ``onnx=``."""
-    act = parse_activation(text)
-    definition = get_activation_def(act.name)
-    if definition.builtin:
-        return _BUILTINS[act.name](g, x, *act.args)
-    impl = definition.implementations.get("onnx")
-    if impl is None:
-        raise SpecError(
-            f"activation {act.name!r} has no ONNX implementation, so the graph cannot compute "
-            f"it exactly; register one with unirnn.register_activation({act.name!r}, "
-            "numpy=..., onnx=lambda graph, x, *params: graph.op(...), overwrite=True)"
-        )
-    return str(impl(g, x, *act.args))
-
-
-def check_activations(spec: Spec) -> None:
-    """Raise before building when an activation of ``spec`` has no ONNX form."""
-    for text in spec.activations.values():
-        definition = get_activation_def(parse_activation(text).name)
-        if not definition.builtin and "onnx" not in definition.implementations:
-            activation(Graph(np.dtype(np.float32), [], [0]), text, "x")
-
+__all__ = ["DTYPES", "build_model"]
 
 # -- one Scan layer direction -----------------------------------------------------------------
 
@@ -188,30 +51,32 @@ def _step(body: Graph, spec: Spec, w: dict[str, str], xw: str, state: list[str]
         sizes = body.const(np.array([H] * parts, np.int64))
         return list(body.op("Split", name, sizes, axis=1, outputs=parts))
 
+    # xw holds x W_x^T + b_x + the foldable rows of b_h (unirnn._cells.folded_bias_rows),
+    # and rides in as the recurrent Gemm's C: one node per step for a_k
     if spec.family == "rnn":
-        h_new = activation(body, acts["h"], body.op("Add", xw, _gemm(body, h, w["w_h"],
-                                                                   w.get("b_h"))))
+        h_new = activation(body, acts["h"], _gemm(body, h, w["w_h"], xw))
         return [h_new], h_new
     if spec.family == "gru":
-        x_r, x_z, x_n = split(xw, 3)
-        if spec.reset == "after":
-            h_r, h_z, h_n = split(_gemm(body, h, w["w_h"], w.get("b_h")), 3)
+        if spec.reset == "after":  # b_hn stays inside r * (W_hn h + b_hn)
+            x_r, x_z, x_n = split(xw, 3)
+            h_r, h_z, h_n = split(_gemm(body, h, w["w_h"], w.get("b_h_n0")), 3)
             r = activation(body, acts["r"], body.op("Add", x_r, h_r))
             z = activation(body, acts["z"], body.op("Add", x_z, h_z))
             n = activation(body, acts["n"], body.op("Add", x_n, body.op("Mul", r, h_n)))
         else:
-            h_r, h_z = split(_gemm(body, h, w["w_h_rz"], w.get("b_h_rz")), 2)
-            r = activation(body, acts["r"], body.op("Add", x_r, h_r))
-            z = activation(body, acts["z"], body.op("Add", x_z, h_z))
-            reset_h = _gemm(body, body.op("Mul", r, h), w["w_h_n"], w.get("b_h_n"))
-            n = activation(body, acts["n"], body.op("Add", x_n, reset_h))
+            sizes = body.const(np.array([2 * H, H], np.int64))
+            x_rz, x_n = body.op("Split", xw, sizes, axis=1, outputs=2)
+            a_r, a_z = split(_gemm(body, h, w["w_h_rz"], x_rz), 2)
+            r = activation(body, acts["r"], a_r)
+            z = activation(body, acts["z"], a_z)
+            n = activation(body, acts["n"], _gemm(body, body.op("Mul", r, h), w["w_h_n"], x_n))
         keep, take = (z, body.op("Sub", body.const(1.0), z))
         if spec.update == "new":
             keep, take = take, keep
         h_new = body.op("Add", body.op("Mul", keep, h), body.op("Mul", take, n))
         return [h_new], h_new
     c = state[1]
-    a_i, a_f, a_g, a_o = split(body.op("Add", xw, _gemm(body, h, w["w_h"], w.get("b_h"))), G)
+    a_i, a_f, a_g, a_o = split(_gemm(body, h, w["w_h"], xw), G)
     if spec.peepholes:
         a_i = body.op("Add", a_i, body.op("Mul", w["p_i"], c))
         a_f = body.op("Add", a_f, body.op("Mul", w["p_f"], c))
@@ -237,18 +102,22 @@ def _scan_direction(g: Graph, spec: Spec, layer: int, direction: str, x: str,
     prefix = f"layer{layer}.{direction}."
     w = {k: prefix + k for k in ("w_x", "w_h", "b_x", "b_h", "p", "w_r")}
     xw = g.op("MatMul", x, g.op("Transpose", w["w_x"], perm=[1, 0]))
-    if spec.bias:
-        xw = g.op("Add", xw, w["b_x"])
-    else:
-        del w["b_x"], w["b_h"]
+    if spec.bias:  # b_h's foldable rows join b_x (folded once by onnxruntime at load)
+        rows, GH = folded_bias_rows(spec), spec.num_gates * H
+        if rows == GH:
+            xw = g.op("Add", xw, g.op("Add", w["b_x"], w["b_h"]))
+        else:
+            zeros = g.const(np.zeros(GH - rows))
+            xw = g.op("Add", xw, g.op("Add", w["b_x"], g.op("Concat", _rows(g, w["b_h"], 0, rows),
+                                                            zeros, axis=0)))
+            w["b_h_n0"] = g.op("Concat", g.const(np.zeros(rows)), _rows(g, w["b_h"], rows, GH),
+                               axis=0)
     if spec.family == "gru" and spec.reset == "before":
         w["w_h_rz"], w["w_h_n"] = _rows(g, w["w_h"], 0, 2 * H), _rows(g, w["w_h"], 2 * H, 3 * H)
-        if spec.bias:
-            w["b_h_rz"], w["b_h_n"] = _rows(g, w["b_h"], 0, 2 * H), _rows(g, w["b_h"], 2 * H, 3 * H)
     if spec.peepholes:
         w["p_i"], w["p_f"], w["p_o"] = (_rows(g, w["p"], k * H, (k + 1) * H) for k in range(3))
     body = g.sub(f"{prefix}step.")
-    elem = _ELEM[g.dtype]
+    elem = ELEM[g.dtype]
     state_in = [body.fresh(n) for n in ("h", "c")[: len(state)]]
     xw_t, mask_t = body.fresh("xw_t"), body.fresh("mask_t")
     new_state, h_out = _step(body, spec, w, xw_t, state_in)
@@ -312,6 +181,7 @@ def _native_layer(g: Graph, spec: Spec, weights: Weights, layer: int, x: str,
         inputs.pop()
     outs = g.op(onnx_layout.OP_TYPES[family], *inputs, outputs=3 if family == "lstm" else 2,
                 **attrs)
+    g.nodes[-1].name = f"layer{layer}.{onnx_layout.OP_TYPES[family]}"
     y = g.op("Reshape", g.op("Transpose", outs[0], perm=[0, 2, 1, 3]),
              g.const(np.array([0, 0, -1], np.int64)))
     return y, list(outs[1:])
@@ -324,7 +194,7 @@ def build_model(spec: Spec, weights: Weights, *, native: bool, opset: int, batch
                 lengths: bool, initial_state: bool) -> onnx.ModelProto:
     """The ONNX model of ``spec`` (see :func:`unirnn.porting.onnx.to_onnx`)."""
     dtype = weights.dtype
-    elem = _ELEM[dtype]
+    elem = ELEM[dtype]
     initializers: list[onnx.TensorProto] = []
     g = Graph(dtype, initializers, [0])
     L, D, P, H = spec.num_layers, spec.num_directions, spec.output_size, spec.hidden_size
@@ -360,31 +230,33 @@ def build_model(spec: Spec, weights: Weights, *, native: bool, opset: int, batch
     finals: dict[str, list[str]] = {n: [] for n in state_names}
     for layer in range(L):
         if native:
-            start, stop = g.const(np.array([layer * D])), g.const(np.array([(layer + 1) * D]))
-            state = [g.op("Slice", n, start, stop) if initial_state else None
-                     for n in state_names]
-            x, layer_finals = _native_layer(g, spec, weights, layer, x, seq_lens, state)
+            rows = (np.array([layer * D]), np.array([(layer + 1) * D]))
+            slices: list[str | None] = [g.op("Slice", n, *map(g.const, rows)) if initial_state
+                                        else None for n in state_names]
+            x, layer_finals = _native_layer(g, spec, weights, layer, x, seq_lens, slices)
             for n, final in zip(state_names, layer_finals):
                 finals[n].append(final)
             continue
-        outputs = []
+        directions: list[str] = []
         for d, direction in enumerate(spec.directions):
-            row = g.const(np.array(layer * D + d))
-            state = [g.op("Gather", n, row, axis=0) if initial_state else zeros[n]
-                     for n in state_names]
-            final, y = _scan_direction(g, spec, layer, direction, x, state, mask)
-            outputs.append(y)
-            for n, s in zip(state_names, final):
+            state = [g.op("Gather", n, g.const(np.array(layer * D + d)), axis=0)
+                     if initial_state else zeros[n] for n in state_names]
+            last, y = _scan_direction(g, spec, layer, direction, x, state, mask)
+            directions.append(y)
+            for n, s in zip(state_names, last):
                 finals[n].append(g.op("Unsqueeze", s, g.const(np.array([0]))))
-        x = outputs[0] if D == 1 else g.op("Concat", *outputs, axis=-1)
-    g.nodes.append(helper.make_node("Transpose" if batch_first else "Identity", [x], ["y"],
-                                    **({"perm": [1, 0, 2]} if batch_first else {})))
+        x = directions[0] if D == 1 else g.op("Concat", *directions, axis=-1)
+    if batch_first:
+        g.nodes.append(helper.make_node("Transpose", [x], ["y"], perm=[1, 0, 2]))
+    else:
+        g.nodes.append(helper.make_node("Identity", [x], ["y"]))
     output_names = {"h0": "h_n", "c0": "c_n"}
     for n in state_names:
         parts = finals[n]
-        g.nodes.append(helper.make_node("Concat" if len(parts) > 1 else "Identity", parts,
-                                        [output_names[n]], **({"axis": 0} if len(parts) > 1
-                                                              else {})))
+        if len(parts) > 1:
+            g.nodes.append(helper.make_node("Concat", parts, [output_names[n]], axis=0))
+        else:
+            g.nodes.append(helper.make_node("Identity", parts, [output_names[n]]))
     outputs = [helper.make_tensor_value_info("y", elem, [*batch_dims, D * P])]
     outputs += [helper.make_tensor_value_info(output_names[n], elem, [L * D, "batch", sizes[n]])
                 for n in state_names]
@@ -395,5 +267,5 @@ def build_model(spec: Spec, weights: Weights, *, native: bool, opset: int, batch
     return model
 
 
-DTYPES: Sequence[np.dtype[Any]] = tuple(_ELEM)
+DTYPES: Sequence[np.dtype[Any]] = (np.dtype(np.float32), np.dtype(np.float64))
 """The float dtypes a graph can have."""

@@ -16,12 +16,13 @@ weights with a non-zero ``b_hn`` raise rather than lose it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._assumed import SpecAndWeights, assumed_standard
 from .._errors import FileFormatError, SpecError, WeightsError
 from .._extras import require
 from .._spec import Spec, same_spec
@@ -149,7 +150,7 @@ def _refuse_reversed(obj: Any) -> None:
         )
 
 
-def _unwrap(obj: Any, cell: str | None, spec: Spec | None
+def _unwrap(obj: Any, cell: str | None, spec: Spec | None, reversed_ok: bool = False
             ) -> tuple[dict[str, Any], str | None, Spec | None, dict[str, str] | None]:
     """(params dict, cell kind, spec, activations read off a Flax cell object)."""
     activations = None
@@ -159,7 +160,8 @@ def _unwrap(obj: Any, cell: str | None, spec: Spec | None
     except ImportError:  # pragma: no cover
         nn = nnx = None  # type: ignore[assignment]
     if nnx is not None and isinstance(obj, nnx.RNN):  # Flax's layer around a cell
-        _refuse_reversed(obj)
+        if not reversed_ok:
+            _refuse_reversed(obj)
         obj = obj.cell
     if nnx is not None and isinstance(obj, nnx.Module):
         from ..backends._flax_nnx import UniCellNNX, UniRNNNNX
@@ -192,7 +194,8 @@ def _unwrap(obj: Any, cell: str | None, spec: Spec | None
 
         params = _to_numpy_tree(obj.variables["params"])
         if isinstance(obj, nn.RNN):  # Flax's layer around a cell: its params sit under "cell"
-            _refuse_reversed(obj)
+            if not reversed_ok:
+                _refuse_reversed(obj)
             obj, params = obj.cell, params["cell"]
         if isinstance(obj, (UniRNN, UniCell)):
             spec = spec or obj.spec
@@ -218,8 +221,8 @@ def _unwrap(obj: Any, cell: str | None, spec: Spec | None
     return tree, cell, spec, activations
 
 
-def from_flax(obj: Any, cell: str | None = None, spec: Spec | None = None
-              ) -> tuple[Spec, Weights]:
+def from_flax(obj: Any, cell: str | None = None, spec: Spec | None = None, *,
+              drop: Iterable[str] = ()) -> tuple[Spec, Weights]:
     """Read Flax parameters as ``(spec, canonical weights)``.
 
     Args:
@@ -229,7 +232,8 @@ def from_flax(obj: Any, cell: str | None = None, spec: Spec | None = None
             (``module.bind(variables)``), or an nnx module: unirnn's own modules (their
             spec is used), Flax's ``LSTMCell``/``OptimizedLSTMCell``/``GRUCell``/
             ``SimpleCell`` (linen or nnx), or Flax's ``nn.RNN``/``nnx.RNN`` layer around
-            one of these (``reverse=True`` is refused: the spec has no direction).
+            one of these (``reverse=True`` is refused, since the spec has no direction,
+            unless ``drop`` names ``"reverse"``: :func:`unirnn.port` carries it).
         cell: which Flax cell the tree belongs to; ``None`` detects it from the keys
             (unirnn's layer, or one of Flax's cells). linen's ``LSTMCell`` and
             ``OptimizedLSTMCell`` share one layout.
@@ -263,16 +267,25 @@ def from_flax(obj: Any, cell: str | None = None, spec: Spec | None = None
         if isinstance(obj, UniRNN) and obj.weights is not None:
             same_spec(spec, obj.spec, "the module")
             return obj.spec, check_weights(obj.spec, obj.weights)
-    tree, cell, spec, activations = _unwrap(obj, cell, spec)
+    reversed_ok = bool({"reverse", "go_backwards"} & set(drop))
+    tree, cell, spec, activations = _unwrap(obj, cell, spec, reversed_ok)
     if cell is None:
         cell = detect_cell(tree)
     if cell is None:
-        spec = spec or infer_layer_spec(tree)
-        return spec, check_weights(spec, from_layer_tree(spec, tree))
+        assumed = None
+        if spec is None:
+            spec = infer_layer_spec(tree)
+            assumed = assumed_standard(spec, "a unirnn Flax layer tree that carries no spec")
+        return SpecAndWeights(spec, check_weights(spec, from_layer_tree(spec, tree)), assumed)
     if unknown_cell(cell) is not None:
         raise SpecError(unknown_cell(cell))
     layer = from_cell_tree(tree, cell)
-    spec = spec or infer_cell_spec(layer, cell, activations)
+    assumed = None
+    if spec is None:
+        spec = infer_cell_spec(layer, cell, activations)
+        if activations is None:  # a bare tree: no gate_fn/activation_fn to read
+            assumed = assumed_standard(spec, f"a Flax {cell} parameter tree (it carries no "
+                                       "gate_fn/activation_fn)")
     problem = native_problem(spec, cell)
     if problem is not None:
         raise SpecError(problem)
@@ -280,7 +293,8 @@ def from_flax(obj: Any, cell: str | None = None, spec: Spec | None = None
         if np.any(layer.pop("b_x") != 0) or np.any(layer.pop("b_h") != 0):
             raise WeightsError(f"spec.bias=False, but the {cell}'s biases are non-zero; "
                              "expected a spec with bias=True")
-    return spec, check_weights(spec, {f"layer0.forward.{k}": v for k, v in layer.items()})
+    return SpecAndWeights(spec, check_weights(
+        spec, {f"layer0.forward.{k}": v for k, v in layer.items()}), assumed)
 
 
 # -- files ------------------------------------------------------------------------------

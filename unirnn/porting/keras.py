@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
+from .._assumed import SpecAndWeights, assumed_standard
 from .._errors import FileFormatError, SpecError, WeightsError
 from .._spec import Spec, same_spec
 from .._weights import Weights, check_weights, init_weights, weight_name
@@ -105,7 +107,9 @@ def to_keras(
         directions = [layer.forward_layer, layer.backward_layer] if spec.bidirectional \
             else [layer]
         for target, direction in zip(directions, spec.directions):
-            arrays = to_native_arrays(spec, weights.layer(k, direction))
+            # upcast before folding b_x + b_h (float32 weights in a float64 layer)
+            arrays = to_native_arrays(spec, {name: np.asarray(value, dtype) for name, value
+                                             in weights.layer(k, direction).items()})
             target.set_weights([a.astype(dtype) for a in arrays])
         layers.append(layer)
     if spec.num_layers == 1:
@@ -123,6 +127,7 @@ def from_keras(
     *,
     model: Any = None,
     spec: Spec | None = None,
+    drop: Iterable[str] = (),
 ) -> tuple[Spec, Weights]:
     """The spec and canonical weights of a Keras layer, model, list of layers or file.
 
@@ -138,6 +143,12 @@ def from_keras(
             neither is given, a file holding one recurrent layer (or one ``Bidirectional``) is
             inferred from the arrays' shapes with Keras' default activations (tanh, sigmoid),
             since a weights file stores no activations.
+        drop: options of the layers that a spec cannot hold, to read the weights without
+            them: ``"recurrent_dropout"``, ``"dropout"`` (Keras' dropout on each step's
+            input), ``"go_backwards"`` (outside ``Bidirectional``) and ``"merge_mode"``
+            (a last ``Bidirectional`` with another merge than ``"concat"``). Without it
+            they are a ``SpecError`` naming them, since leaving them behind changes the
+            layer: :func:`unirnn.port` carries them where the target holds them.
 
     Returns:
         ``(spec, weights)``; one-bias layouts give ``b_x`` = bias, ``b_h`` = 0.
@@ -148,26 +159,50 @@ def from_keras(
     """
     if isinstance(obj, (str, os.PathLike)):
         return _from_file(os.fspath(obj), model, spec)
+    dropped = {"input_dropout" if name == "dropout" else name for name in drop}
     if isinstance(obj, UniRNN):
+        _check_dropouts(obj, dropped)
         return obj.spec, obj.canonical_weights()
     if isinstance(obj, (list, tuple)):
-        return _from_stack(list(obj))
+        return _from_stack(list(obj), dropped)
     if isinstance(obj, keras.Model):
-        return _from_stack(list(obj.layers))
-    return _from_stack([obj])
+        return _from_stack(list(obj.layers), dropped)
+    return _from_stack([obj], dropped)
 
 
-def _recurrent_config(layer: Any) -> tuple[Any, dict[str, Any]]:
+def _check_dropouts(layer: Any, dropped: AbstractSet[str]) -> None:
+    """Keras' dropout on the recurrent state and on each step's input are not part of a
+    spec: reading the weights without them would change the layer silently."""
+    inner = getattr(layer, "forward_layer", layer)
+    for neutral, attribute in (("recurrent_dropout", "recurrent_dropout"),
+                               ("input_dropout", "input_dropout" if isinstance(layer, UniRNN)
+                                else "dropout")):
+        rate = float(getattr(inner, attribute, 0.0) or 0.0)
+        if rate and neutral not in dropped:
+            raise SpecError(
+                f"layer {layer.name!r}: {attribute}={rate} is not part of a unirnn spec (the "
+                f"weights and equations); unirnn.port keeps it where the target holds it "
+                f"(unirnn's Keras layer), or pass drop=[{attribute!r}] to read the weights "
+                "without it"
+            )
+
+
+def _recurrent_config(layer: Any, dropped: AbstractSet[str] = frozenset()
+                      ) -> tuple[Any, dict[str, Any]]:
     """``(inner layer, spec keywords)`` of a native recurrent layer or Bidirectional."""
+    _check_dropouts(layer, dropped)
     if not isinstance(layer, keras.layers.Bidirectional):
         inner = _native_inner(layer, layer)
-        if inner.go_backwards:
+        if inner.go_backwards and "go_backwards" not in dropped:
             raise SpecError(f"layer {inner.name!r}: go_backwards=True outside Bidirectional "
-                             "has no unirnn spec; expected go_backwards=False")
+                            "has no unirnn spec; expected go_backwards=False (unirnn.port "
+                            "keeps it where the target holds it; drop=['go_backwards'] reads "
+                            "the weights alone)")
         return inner, _inner_keywords(inner, bidirectional=False)
-    if layer.merge_mode != "concat":
+    if layer.merge_mode != "concat" and "merge_mode" not in dropped:
         raise SpecError(f"Bidirectional {layer.name!r}: expected merge_mode='concat'; "
-                         f"received {layer.merge_mode!r}")
+                        f"received {layer.merge_mode!r} (unirnn.port keeps it where the "
+                        "target holds it; drop=['merge_mode'] reads the weights alone)")
     forward = _native_inner(layer, layer.forward_layer)
     backward = _native_inner(layer, layer.backward_layer)
     if forward.go_backwards:
@@ -212,7 +247,8 @@ def _inner_keywords(inner: Any, bidirectional: bool) -> dict[str, Any]:
                           int(inner.cell.kernel.shape[0]), bidirectional)
 
 
-def _from_stack(layers: Sequence[Any]) -> tuple[Spec, Weights]:
+def _from_stack(layers: Sequence[Any], dropped: AbstractSet[str] = frozenset()
+                ) -> tuple[Spec, Weights]:
     recurrent: list[tuple[Any, dict[str, Any]]] = []
     dropouts: list[float] = []
     ours = [layer for layer in layers if isinstance(layer, UniRNN)]
@@ -222,6 +258,7 @@ def _from_stack(layers: Sequence[Any]) -> tuple[Spec, Weights]:
         if len(ours) > 1 or others:
             raise WeightsError("from_keras: expected one unirnn UniRNN layer alone (with Input "
                              "or Masking); received it among other layers, pass it directly")
+        _check_dropouts(ours[0], dropped)
         return ours[0].spec, ours[0].canonical_weights()
     for layer in layers:
         if isinstance(layer, (keras.layers.InputLayer, keras.layers.Masking)):
@@ -229,7 +266,12 @@ def _from_stack(layers: Sequence[Any]) -> tuple[Spec, Weights]:
         if isinstance(layer, keras.layers.Dropout):
             dropouts.append(float(layer.rate))
             continue
-        recurrent.append((layer, _recurrent_config(layer)[1]))
+        recurrent.append((layer, _recurrent_config(layer, dropped)[1]))
+    for layer, _ in recurrent[:-1]:
+        if getattr(layer, "merge_mode", "concat") != "concat":
+            raise SpecError(f"Bidirectional {layer.name!r}: expected merge_mode='concat' "
+                            f"below the last layer (the next layer reads both directions); "
+                            f"received {layer.merge_mode!r}")
     if not recurrent:
         raise WeightsError("from_keras: expected at least one LSTM, GRU, SimpleRNN or "
                          "Bidirectional layer; received none")
@@ -281,6 +323,8 @@ def _from_file(path: str, model: Any, spec: Spec | None) -> tuple[Spec, Weights]
 
         f.visititems(visit)
     inferred = spec or spec_from_arrays(groups, path)
+    assumed = None if spec is not None else assumed_standard(
+        inferred, f"{path}, a Keras weights file (it stores no activations),")
     if len(groups) != inferred.num_layers * inferred.num_directions:
         raise FileFormatError(
             f"{path}: holds {len(groups)} recurrent layer directions; the spec needs "
@@ -295,7 +339,7 @@ def _from_file(path: str, model: Any, spec: Spec | None) -> tuple[Spec, Weights]
     for arrays, direction in zip(ordered, inferred.directions):
         for tensor, array in from_native_arrays(inferred, arrays).items():
             out[weight_name(0, direction, tensor)] = array
-    return inferred, check_weights(inferred, out)
+    return SpecAndWeights(inferred, check_weights(inferred, out), assumed)
 
 
 def _h5py(what: str) -> Any:

@@ -24,13 +24,16 @@ cell its tensors also fit:
   with ``s`` the spec's UTF-8 JSON as a uint8 array (an array leaf, so the restored dict
   still goes through ``jax.jit(module.apply)``; ``flax.serialization.from_bytes`` with a
   ``{"params": ...}`` target ignores it).
+- ``.onnx``: an ONNX model (:func:`unirnn.to_onnx`, float32, inputs ``x`` and
+  ``lengths``): ONNX's own LSTM/GRU/RNN op where it computes the spec, an exact ``Scan``
+  graph otherwise; the spec is ``metadata_props["unirnn.spec"]``, which runtimes ignore.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +66,7 @@ _FORMATS: Mapping[str, _Format] = {
                      "torch state dict"),
     "keras": _Format((".keras", ".weights.h5"), (".h5",), "unirnn.porting.keras", "keras",
                      "Keras", "Keras"),
+    "onnx": _Format((".onnx",), (), "unirnn.porting.onnx", "onnx", "ONNX", "ONNX model"),
     "flax": _Format((".msgpack",), (".flax",), "unirnn.porting.flax", "flax", "Flax",
                     "Flax parameters"),
 }
@@ -133,32 +137,51 @@ def _is_flax(obj: Any) -> bool:
     )
 
 
+def _is_onnx(obj: Any) -> bool:
+    if sys.modules.get("onnx") is None:
+        return False
+    import onnx
+
+    return isinstance(obj, onnx.ModelProto)
+
+
+def _read_onnx(obj: Any, spec: Spec | None, cell: str | None) -> tuple[Spec, Weights]:
+    from .onnx import from_onnx
+
+    read_spec, weights = from_onnx(obj)
+    return same_spec(spec, read_spec, "the ONNX model"), weights
+
+
 def _is_numpy_module(obj: Any) -> bool:
     from ..backends.numpy import NumpyRNN
 
     return isinstance(obj, NumpyRNN)
 
 
-def _read_numpy_module(obj: Any, spec: Spec | None, cell: str | None) -> tuple[Spec, Weights]:
+def _read_numpy_module(obj: Any, spec: Spec | None, cell: str | None,
+                       drop: frozenset[str] = frozenset()) -> tuple[Spec, Weights]:
     return same_spec(spec, obj.spec, "the module"), obj.weights
 
 
-def _read_keras(obj: Any, spec: Spec | None, cell: str | None) -> tuple[Spec, Weights]:
+def _read_keras(obj: Any, spec: Spec | None, cell: str | None,
+                drop: frozenset[str] = frozenset()) -> tuple[Spec, Weights]:
     from .keras import from_keras
 
-    return from_keras(obj) if spec is None else from_keras(obj, spec=spec)
+    return from_keras(obj, drop=drop) if spec is None else from_keras(obj, spec=spec, drop=drop)
 
 
-def _read_torch(obj: Any, spec: Spec | None, cell: str | None) -> tuple[Spec, Weights]:
+def _read_torch(obj: Any, spec: Spec | None, cell: str | None,
+                drop: frozenset[str] = frozenset()) -> tuple[Spec, Weights]:
     from .torch import from_torch
 
     return from_torch(obj, spec=spec)
 
 
-def _read_flax(obj: Any, spec: Spec | None, cell: str | None) -> tuple[Spec, Weights]:
+def _read_flax(obj: Any, spec: Spec | None, cell: str | None,
+               drop: frozenset[str] = frozenset()) -> tuple[Spec, Weights]:
     from .flax import from_flax
 
-    return from_flax(obj, cell=cell, spec=spec)
+    return from_flax(obj, cell=cell, spec=spec, drop=drop)
 
 
 _SOURCES: tuple[tuple[Callable[[Any], bool], Callable[..., tuple[Spec, Weights]]], ...] = (
@@ -167,8 +190,15 @@ _SOURCES: tuple[tuple[Callable[[Any], bool], Callable[..., tuple[Spec, Weights]]
     (_is_keras, _read_keras),
     (_is_torch, _read_torch),
     (_is_flax, _read_flax),
+    (_is_onnx, _read_onnx),
 )
 """(recognises the object, reads it): the first that recognises a source reads it."""
+
+_SOURCE_FRAMEWORKS: Mapping[Callable[..., tuple[Spec, Weights]], str] = {
+    _read_numpy_module: "numpy", _read_keras: "keras", _read_torch: "torch",
+    _read_flax: "flax"}
+"""The framework of each reader's sources, whose interface :func:`port` keeps; these
+readers take ``drop``, the interface options :func:`port` has carried or dropped."""
 
 
 def read(obj: Any, *, spec: Spec | None = None, cell: str | None = None,
@@ -179,16 +209,18 @@ def read(obj: Any, *, spec: Spec | None = None, cell: str | None = None,
         obj: a ``(spec, weights)`` pair; a module built by ``unirnn.build`` (any backend);
             a torch ``nn.RNN``/``nn.LSTM``/``nn.GRU`` or state dict; a Keras ``LSTM``/
             ``GRU``/``SimpleRNN``/``Bidirectional`` layer or model; a Flax parameter tree
-            or module; or a path: ``.safetensors`` (unirnn file), ``.pt``/``.pth`` (torch
-            state dict, loaded with ``weights_only=True``), ``.keras``/``.weights.h5``
-            (Keras), ``.msgpack`` (``flax.serialization`` bytes of a parameter tree).
+            or module; an ``onnx.ModelProto``; or a path: ``.safetensors`` (unirnn file),
+            ``.pt``/``.pth`` (torch state dict, loaded with ``weights_only=True``),
+            ``.keras``/``.weights.h5``
+            (Keras), ``.msgpack`` (``flax.serialization`` bytes of a parameter tree),
+            ``.onnx`` (an ONNX model: its LSTM/GRU/RNN nodes or a graph unirnn wrote).
         spec: needed where the source does not determine it (a state dict whose activation
             is not torch's, a Flax tree of custom activations); checked against it otherwise,
             and against the spec a file written by unirnn carries.
         cell: for Flax trees of Flax's own cells: ``"LSTMCell"``, ``"OptimizedLSTMCell"``,
             ``"GRUCell"`` or ``"SimpleCell"``.
         file_format: for a path whose name does not say: ``"unirnn"``, ``"torch"``,
-            ``"keras"`` or ``"flax"`` (see :data:`FILE_FORMATS`).
+            ``"keras"``, ``"flax"`` or ``"onnx"`` (see :data:`FILE_FORMATS`).
 
     Raises:
         ValueError: a source unirnn cannot read; the message names what was found.
@@ -224,9 +256,19 @@ def _read_path(path: Path, *, spec: Spec | None, cell: str | None,
         ) from None
     info = _FORMATS[fmt]
     module = _format_module(fmt, f"reading {str(path)!r} (a {info.label} file)")
-    if fmt == "flax":
-        return module.read_file(path, spec, cell)  # type: ignore[no-any-return]
-    return module.read_file(path, spec)  # type: ignore[no-any-return]
+    try:
+        if fmt == "flax":
+            return module.read_file(path, spec, cell)  # type: ignore[no-any-return]
+        return module.read_file(path, spec)  # type: ignore[no-any-return]
+    except (UnirnnError, ImportError, OSError):
+        raise
+    except Exception as err:
+        # a file the framework's own reader chokes on (truncated, tampered, hostile) is a
+        # malformed file, whatever the reader raised
+        raise FileFormatError(
+            f"{str(path)!r} is not a readable {info.label} file ({type(err).__name__}: "
+            f"{str(err)[:300]})"
+        ) from err
 
 
 def keras_model(spec: Spec, weights: Mapping[str, Any], path: str = "auto") -> Any:
@@ -290,8 +332,8 @@ def write(path: str | os.PathLike[str], spec: Spec, weights: Mapping[str, Any], 
 
 
 def port(obj: Any, to: str, *, spec: Spec | None = None, cell: str | None = None,
-         **options: Any) -> Any:
-    """Rebuild a trained RNN for another framework, weights included.
+         drop: Sequence[str] | None = None, **options: Any) -> Any:
+    """Rebuild a trained RNN for another framework, weights and interface included.
 
     The spec and weights are read from ``obj`` (see :func:`read`) and built with
     ``unirnn.build(spec, backend=to, weights=...)``: Keras gets its own layers when they
@@ -300,12 +342,63 @@ def port(obj: Any, to: str, *, spec: Spec | None = None, cell: str | None = None
     (``api="nnx"`` for NNX). Nothing is approximated: a cell the target's native layers
     cannot compute runs on unirnn's custom path for that framework.
 
+    The source's interface is kept (docs/porting.md, "What port keeps"): a one-step
+    cell (``nn.LSTMCell``, a Flax cell) becomes the target's cell module, and the
+    constructor's options (torch ``batch_first``, Keras ``return_sequences``,
+    ``return_state``, ``go_backwards``, ``unroll``, ``recurrent_dropout``,
+    ``Bidirectional(merge_mode=...)``, Flax ``time_major``, ``return_carry``,
+    ``reverse``/``keep_order``, ``unroll``, the parameters' dtype) go to the target's
+    equivalent: all of them between objects of one framework; across frameworks those set
+    away from their framework's default (the target keeps its own conventions for the
+    rest). ``options`` override what is carried.
+
+    Args:
+        drop: interface options to leave behind (``["recurrent_dropout"]``); without it an
+            option the target cannot hold is an error naming it.
+
+    Raises:
+        SpecError: an unknown target, or an interface option the target cannot hold (the
+            message names it and how to ``drop`` it).
+
     Example:
         >>> import torch, unirnn
         >>> native = torch.nn.GRU(8, 16, batch_first=True)
-        >>> layer = unirnn.port(native, to="keras")  # doctest: +SKIP
+        >>> unirnn.port(native, to="torch").batch_first
+        True
     """
+    if to == "onnx":  # an onnx.ModelProto (unirnn.to_onnx; options are its keywords)
+        source_spec, weights = read(obj, spec=spec, cell=cell)
+        return _format_module("onnx", "port(to='onnx')").to_onnx(source_spec, weights, **options)
     if to not in BACKENDS:
         raise SpecError(f"port: unknown target {to!r}; expected one of {', '.join(BACKENDS)}")
-    source_spec, weights = read(obj, spec=spec, cell=cell)
-    return build(source_spec, backend=to, weights=weights, **options)
+    from ._interface import drop_names, read_interface, target_options
+
+    dropped = drop_names(drop)
+    reader: Callable[..., tuple[Spec, Weights]] | None = None
+    if not (isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], Spec)) and \
+            not isinstance(obj, (str, os.PathLike)):
+        reader = next((r for recognises, r in _SOURCES if recognises(obj)), None)
+    framework = _SOURCE_FRAMEWORKS.get(reader) if reader is not None else None
+    interface = read_interface(obj, framework)
+    carried = target_options(interface, to, dropped)
+    if reader is not None and framework is not None:
+        # the interface is carried (or refused) here, so the reader need not refuse it
+        read_result = reader(obj, spec, cell, frozenset(interface.options) | dropped)
+    else:
+        read_result = read(obj, spec=spec, cell=cell)
+    source_spec, weights = read_result
+    keywords = {**carried, **options}
+    if interface.module == "cell" and "module" not in dropped and "module" not in options:
+        if to == "numpy":
+            raise SpecError("port(to='numpy'): the source is a cell (one step) and unirnn's "
+                            "numpy backend has layers only; pass drop=['module'] to port it "
+                            "as a layer")
+        keywords["module"] = "cell"
+    built = build(source_spec, backend=to, weights=weights, **keywords)
+    assumed = getattr(read_result, "assumed", None)
+    if assumed is not None:
+        try:
+            built.spec_assumed = assumed
+        except (AttributeError, TypeError):  # a frozen module (Flax linen)
+            object.__setattr__(built, "spec_assumed", assumed)
+    return built

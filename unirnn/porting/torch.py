@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._assumed import SpecAndWeights, assumed_standard
 from .._errors import FileFormatError, SpecError, WeightsError
 from .._spec import Spec, gru, lstm, rnn, same_spec
-from .._weights import Weights, check_weights
-from .._assumed import SpecAndWeights, assumed_standard
+from .._weights import Weights, available_memory, check_weights
 from ..backends.torch import TorchRNN, TorchRNNCell, canonical_weights
 from ..layouts import SPEC_KEY
 from ..layouts import torch as torch_layout
@@ -172,7 +172,8 @@ def _from_cell_module(module: nn.RNNCellBase, spec: Spec | None) -> SpecAndWeigh
             same_spec(spec, inferred, "the module")
         return SpecAndWeights(spec, _from_state_dict(spec, state, cell=True))
     assumed = None
-    if type(module) is not base and type(module).forward is not base.forward:
+    if type(module) is not base and getattr(type(module), "forward", None) is not \
+            getattr(base, "forward", None):
         assumed = assumed_standard(
             inferred, f"{type(module).__name__}, a subclass of nn.{base.__name__} with its "
             "own forward")
@@ -236,6 +237,23 @@ def _from_state_dict(spec: Spec, state: Mapping[str, Any], cell: bool = False) -
 # -- files --------------------------------------------------------------------------------
 
 
+def _check_archive_size(path: Path) -> None:
+    """Refuse, from the zip's directory alone, an archive whose tensors would not fit in
+    memory (torch.load reads every tensor)."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise FileFormatError(f"{str(path)!r} is not a readable torch file: its zip archive "
+                              f"is damaged ({err})") from None
+    available = available_memory()
+    if available is not None and size > available:
+        raise FileFormatError(f"{str(path)!r}: its tensors take {size:,} bytes; this machine "
+                              f"has {available:,} bytes of memory available")
+
+
 def read_file(path: Path, spec: Spec | None = None) -> tuple[Spec, Weights]:
     """``(spec, weights)`` of a ``.pt``/``.pth`` state dict, loaded with ``weights_only=True``
     (no code from the file runs); the spec it carries is used and checked against ``spec``."""
@@ -247,23 +265,29 @@ def read_file(path: Path, spec: Spec | None = None) -> tuple[Spec, Weights]:
             f"{str(path)!r} is not a torch file: expected a state dict saved with "
             f"torch.save(module.state_dict(), path) (a zip archive); received {head!r}... "
         )
+    _check_archive_size(path)
     try:
+        # not mmap=True: torch then maps a storage shorter than its tensor without a word
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        detail = next((line.strip() for line in str(err).splitlines()
-                       if "WeightsUnpickler error" in line), str(err).splitlines()[0])
-        if "Unsupported global" in str(err):
+        # torch's advice (weights_only=False) would run the file's code: show only the cause
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        cause = next((line for line in lines if "GLOBAL" in line), None)
+        if cause is not None:
             raise FileFormatError(
-                f"{str(path)!r} holds more than tensors, and unirnn loads torch files with "
-                f"weights_only=True (no code from the file runs): expected a state_dict "
-                f"saved with torch.save(module.state_dict(), path) ({detail})"
+                f"{str(path)!r} holds more than tensors: {cause.rstrip('.')}. unirnn loads "
+                "torch files with weights_only=True, so no code from the file ran; expected "
+                "a state dict saved with torch.save(module.state_dict(), path)"
             ) from None
-        raise FileFormatError(f"{str(path)!r} is not a readable torch file: expected a state dict "
-                         f"saved with torch.save; torch.load failed ({detail})") from None
-    except (RuntimeError, EOFError, KeyError, OSError) as err:
-        raise FileFormatError(f"{str(path)!r} is not a readable torch file: expected a state dict "
-                         f"saved with torch.save; torch.load failed ({type(err).__name__}: "
-                         f"{err})") from None
+        detail = next((line for line in lines if "weights_only" not in line
+                       and "PyTorch 2.6" not in line), lines[0] if lines else "")
+        raise FileFormatError(f"{str(path)!r} is not a readable torch file: expected a state "
+                              f"dict saved with torch.save; torch.load failed ({detail})"
+                              ) from None
+    except Exception as err:  # a truncated or tampered archive: torch raises many kinds
+        raise FileFormatError(f"{str(path)!r} is not a readable torch file: expected a state "
+                              f"dict saved with torch.save; torch.load failed "
+                              f"({type(err).__name__}: {err})") from None
     if not isinstance(state, Mapping):
         raise FileFormatError(f"{str(path)!r}: expected a state dict (a mapping of names to "
                          f"tensors); received a {type(state).__name__}")

@@ -29,7 +29,7 @@ import numpy as np
 
 from .._evaluation import Evaluation
 from .._spec import Spec, gru, lstm, rnn
-from .._weights import Weights, check_weights, weight_shapes
+from .._weights import Weights, check_fits, check_weights, weight_shapes
 from ..backends import framework_installed
 from ..backends import numpy as numpy_backend
 
@@ -89,6 +89,7 @@ def make_case(name: str, spec: Spec, weights: Mapping[str, Any] | None = None, s
     """A probe for ``spec``: ragged lengths, non-zero initial state and biases."""
     rng = np.random.default_rng(seed)
     if weights is None:
+        check_fits(spec, np.float64)
         weights = Weights({
             n: 0.6 * rng.uniform(-1, 1, size=s) for n, s in weight_shapes(spec).items()
         })
@@ -158,8 +159,25 @@ def _rel(actual: Any, expected: Any) -> float:
     return float(np.abs(actual - expected).max(initial=0.0)) / scale
 
 
+def _non_finite(whose: str, outputs: Any, state: Any,
+                grads: Mapping[str, Any] | None) -> str | None:
+    """``"<whose> outputs: 3 non-finite (NaN/inf) values"`` (or state, or a gradient)."""
+    parts = [("outputs", outputs), *(("final state", s) for s in state),
+             *((f"gradient of {n}", g) for n, g in (grads or {}).items())]
+    for what, array in parts:
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(np.asarray(array, float))))
+        if bad:
+            return f"{whose} {what}: {bad} non-finite (NaN/inf) value{'s' if bad > 1 else ''}"
+    return None
+
+
 def compare(case: Case, reference: Evaluation, ref_grads: Mapping[str, np.ndarray] | None,
             got: Evaluation, backend: str, device: str, dtype: str) -> CheckRow:
+    problem = _non_finite("the float64 reference's", reference.outputs, reference.state,
+                          ref_grads) or _non_finite("its", got.outputs, got.state, got.grads)
+    if problem is not None:  # NaN compares as neither within nor out of tolerance: say so
+        return CheckRow(case.name, backend, device, dtype, got.kernel, np.inf, np.inf,
+                        None if got.grads is None else np.inf, problem)
     state = max(_rel(g, r) for g, r in zip(got.state, reference.state))
     grads = None
     if got.grads is not None and ref_grads is not None:
@@ -173,7 +191,9 @@ def compare(case: Case, reference: Evaluation, ref_grads: Mapping[str, np.ndarra
 
 
 def _evaluate(module: str, case: Case, dtype: str, **options: Any) -> Evaluation:
-    backend = importlib.import_module(f"unirnn.backends.{module}")
+    # onnxruntime runs the graph unirnn.to_onnx writes (unirnn.porting.onnx.evaluate)
+    backend = importlib.import_module("unirnn.porting.onnx" if module == "onnx"
+                                      else f"unirnn.backends.{module}")
     cotangent = None if module == "numpy" else case.cotangent
     state = case.state
     return backend.evaluate(  # type: ignore[no-any-return]
@@ -200,7 +220,21 @@ def _in_process_targets() -> list[tuple[str, str, str, dict[str, Any]]]:
     if _installed("flax"):
         targets.append(("flax linen", "flax", _jax_device(), {"api": "linen"}))
         targets.append(("flax nnx", "flax", _jax_device(), {"api": "nnx"}))
+    targets += _onnxruntime_targets()
     return targets
+
+
+def _onnxruntime_targets() -> list[tuple[str, str, str, dict[str, Any]]]:
+    """onnxruntime on its CPU provider, and its CUDA provider when present."""
+    if not (_installed("onnx") and _installed("onnxruntime")):
+        return []
+    import onnxruntime
+
+    providers = onnxruntime.get_available_providers()
+    return [("onnxruntime", "onnx", device, {"provider": provider})
+            for device, provider in (("cpu", "CPUExecutionProvider"),
+                                     ("cuda", "CUDAExecutionProvider"))
+            if provider in providers]
 
 
 def _jax_device() -> str:
@@ -234,6 +268,8 @@ def _run_targets(cases: list[Case], targets: Iterable[tuple[str, str, str, dict[
     for case, (reference, ref_grads) in zip(cases, references):
         for label, module, device, options in targets:
             for dtype in dtypes:
+                if module == "onnx" and _onnx_float64_problem(case.spec, dtype):
+                    continue  # onnxruntime has no float64 kernel of an op the graph needs
                 try:
                     got = _evaluate(module, case, dtype, **options)
                 except Exception as err:  # a failing backend is a row, not a crash
@@ -242,6 +278,12 @@ def _run_targets(cases: list[Case], targets: Iterable[tuple[str, str, str, dict[
                     continue
                 rows.append(compare(case, reference, ref_grads, got, label, device, dtype))
     return rows
+
+
+def _onnx_float64_problem(spec: Spec, dtype: str) -> str | None:
+    from ..porting.onnx import float64_problem
+
+    return float64_problem(spec) if dtype == "float64" else None
 
 
 def _save_cases(cases: list[Case], path: Path) -> None:

@@ -26,9 +26,18 @@ __all__ = ["main"]
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    spec, weights = load(args.file)
-    print(f"{args.file}: unirnn file")
+    fmt = _format_of(args.file, None)
+    assumed = None
+    if fmt == "unirnn":
+        spec, weights = load(args.file)
+    else:
+        found = _read_source(args.file, None, None)
+        spec, weights = found
+        assumed = getattr(found, "assumed", None)  # the file carries no spec (unirnn._assumed)
+    print(f"{args.file}: {'unirnn' if fmt == 'unirnn' else fmt} file")
     print(f"spec: {spec.describe()}")
+    if assumed is not None:
+        print(f"assumed: {assumed}")
     print(f"json: {spec.to_json()}")
     print("weights:")
     width = max(len(name) for name in weights)
@@ -182,9 +191,12 @@ def _probe(spec: Spec, weights: Weights, path: Path, fmt: str, given: Spec | Non
                         f"{', '.join(fields)})")
     difference = np.inf
     try:
-        result = backend_module(backend).evaluate(
-            spec2, weights2.astype(np.float64), x, lengths=lengths, dtype="float64")
-        difference = float(np.abs(result.outputs - reference).max())
+        if fmt == "onnx":
+            backend, outputs = "onnxruntime", _run_onnx_file(path, x, lengths)
+        else:
+            outputs = backend_module(backend).evaluate(
+                spec2, weights2.astype(np.float64), x, lengths=lengths, dtype="float64").outputs
+        difference = float(np.abs(outputs - reference).max())
     except Exception as err:  # a spec that no longer fits the input is a failed probe
         problems.append(f"running it on {backend} failed ({type(err).__name__}: {err})")
     scale = max(1.0, float(np.abs(reference).max()))
@@ -196,6 +208,25 @@ def _probe(spec: Spec, weights: Weights, path: Path, fmt: str, given: Spec | Non
         return _Probe(difference, backend, None)
     return _Probe(difference, backend, "the converted file does not reproduce the source: "
                   + "; ".join(problems))
+
+
+def _run_onnx_file(path: Path, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The outputs of the ``.onnx`` file itself, run by onnxruntime (it holds float32)."""
+    from ..porting.onnx import run
+
+    return run(path, x, lengths=lengths)[0]
+
+
+def _cmd_info_any(args: argparse.Namespace) -> int:
+    """``unirnn info``: an ONNX model's recurrent nodes, or a unirnn file (:func:`_cmd_info`)."""
+    if not str(args.file).lower().endswith(".onnx"):
+        return _cmd_info(args)
+    from ..porting.onnx import describe_file
+
+    print(f"{args.file}: ONNX model; recurrent nodes and what each maps to:")
+    for line in describe_file(args.file):
+        print(line)
+    return 0
 
 
 def _prepare_frameworks() -> None:
@@ -221,9 +252,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"unirnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="print the spec and weight shapes of a unirnn file")
-    info.add_argument("file", help="a .safetensors file written by unirnn.save")
-    info.set_defaults(func=_cmd_info)
+    info = sub.add_parser("info", help="print the spec and weight shapes of a model file")
+    info.add_argument("file", help="a .safetensors file written by unirnn.save, any model "
+                      "file unirnn reads (.pt, .keras, .weights.h5, .msgpack), or an .onnx "
+                      "model (its recurrent nodes and what each maps to)")
+    info.set_defaults(func=_cmd_info_any)
     demo = sub.add_parser("demo", help="show unirnn's main job on the installed backends")
     demo.set_defaults(func=_cmd_demo)
 
@@ -252,8 +285,9 @@ def _parser() -> argparse.ArgumentParser:
         help="convert a model file between unirnn, torch, Keras and Flax formats",
         description="Convert SRC to DST; the format of each is read from its name: "
         ".safetensors (unirnn), .pt/.pth (torch state_dict), .keras/.weights.h5 (Keras), "
-        ".msgpack (Flax parameters). DST carries the spec (where the framework's own "
-        "loaders ignore it), so a custom cell reads back as itself. DST is staged beside "
+        ".msgpack (Flax parameters), .onnx (ONNX model). DST carries the spec (where the "
+        "framework's own loaders ignore it), so a custom cell reads back as itself. DST is "
+        "staged beside "
         "its final name and read back as a user would (without --spec unless given); only "
         "when it computes the source's cell with the source's outputs on a probe input "
         "is it renamed into place. Otherwise nothing is written and the exit code is 2.",
@@ -295,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UnirnnError, OSError, ImportError) as err:
         print(f"unirnn {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"unirnn {args.command}: interrupted", file=sys.stderr)
+        return 130
     except MemoryError:
         print(f"unirnn {args.command}: error: out of memory", file=sys.stderr)
         return 2

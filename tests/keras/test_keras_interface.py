@@ -1,0 +1,136 @@
+"""port() keeps a Keras layer's interface, unirnn's Keras cell module, float64 from float32
+weights: judged by Keras' own layers and the float64 oracle, on this process' backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import oracle
+import pytest
+from conftest import require_float64
+from support import framework, max_rel_error, nonzero_weights
+
+import unirnn
+
+keras = framework("keras")
+
+X = np.random.default_rng(0).standard_normal((2, 5, 3)).astype("float32")
+
+
+def _np(value):
+    if isinstance(value, (list, tuple)):
+        return [_np(v) for v in value]
+    return np.asarray(keras.ops.convert_to_numpy(value), np.float64)
+
+
+def _built(layer):
+    want = layer(X)
+    return layer, want
+
+
+def _assert_same(got, want, tol=1e-5):
+    got, want = _np(got), _np(want)
+    if isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want)
+        for g, w in zip(got, want):
+            assert max_rel_error(g, w) <= tol
+    else:
+        assert max_rel_error(got, want) <= tol
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: keras.layers.LSTM(4),  # return_sequences=False: Keras' default
+        lambda: keras.layers.GRU(4, return_sequences=True, return_state=True),
+        lambda: keras.layers.SimpleRNN(4, go_backwards=True, return_sequences=True),
+        lambda: keras.layers.GRU(4, unroll=True, return_sequences=True),
+        lambda: keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True),
+                                           merge_mode="sum"),
+        lambda: keras.layers.Bidirectional(keras.layers.GRU(4), merge_mode=None),
+        lambda: keras.layers.Bidirectional(keras.layers.GRU(4, return_state=True),
+                                           merge_mode="ave"),
+    ],
+    ids=["return_sequences-False", "return_state", "go_backwards", "unroll", "merge_mode-sum",
+         "merge_mode-None", "merge_mode-ave-return_state"],
+)
+def test_port_to_keras_keeps_the_interface(make, keras_backend):
+    layer, want = _built(make())
+    ported = unirnn.port(layer, to="keras")
+    _assert_same(ported(X), want)
+
+
+def test_recurrent_dropout_is_carried_not_dropped(keras_backend):
+    layer, want = _built(keras.layers.LSTM(4, recurrent_dropout=0.3, dropout=0.2,
+                                           return_sequences=True))
+    with pytest.raises(unirnn.SpecError, match=r"recurrent_dropout=0.3 is not part of a "
+                       r"unirnn spec.*drop=\['recurrent_dropout'\]"):
+        unirnn.from_keras(layer)
+    spec, _ = unirnn.from_keras(layer, drop=["recurrent_dropout", "dropout"])
+    assert spec == unirnn.lstm(3, 4)
+    ported = unirnn.port(layer, to="keras")
+    assert ported.interface.recurrent_dropout == 0.3 and ported.interface.input_dropout == 0.2
+    inner = ported.native_layers[0]
+    assert inner.recurrent_dropout == 0.3 and inner.dropout == 0.2
+    _assert_same(ported(X, training=False), want)
+
+
+def test_dropout_on_custom_cell_is_refused(keras_backend):
+    with pytest.raises(unirnn.SpecError, match=r"recurrent_dropout=0.2: only Keras' own layers"):
+        unirnn.build(unirnn.gru(3, 4, activations={"z": "gelu"}), backend="keras",
+                     recurrent_dropout=0.2)
+
+
+def test_stateful_is_refused_with_drop(keras_backend):
+    layer = keras.layers.GRU(4, stateful=True, return_sequences=True)
+    layer.build((2, 5, 3))
+    with pytest.raises(unirnn.SpecError, match=r"stateful=True has no equivalent.*"
+                       r"drop=\['stateful'\]"):
+        unirnn.port(layer, to="keras")
+    ported = unirnn.port(layer, to="keras", drop=["stateful"])
+    assert ported.return_sequences
+
+
+def test_unirnn_layer_options_survive_its_config(keras_backend):
+    spec = unirnn.gru(3, 4, bidirectional=True)
+    layer = unirnn.build(spec, backend="keras", merge_mode="mul", return_sequences=False)
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.interface == layer.interface
+    again = unirnn.port(layer, to="keras")
+    assert again.interface.merge_mode == "mul" and not again.return_sequences
+
+
+def test_cell_module_in_keras_rnn(keras_backend):
+    spec = unirnn.lstm(3, 4, activation="relu", peepholes=True)
+    weights = nonzero_weights(spec, seed=3)
+    cell = unirnn.build(spec, backend="keras", module="cell", weights=weights)
+    assert type(cell).__name__ == "UniRNNCell"
+    got = keras.layers.RNN(cell, return_sequences=True)(X)
+    want, _ = oracle.run(spec, weights, X)
+    assert max_rel_error(_np(got), want) <= 1e-5
+
+
+@pytest.mark.parametrize("spec", [unirnn.lstm(3, 4), unirnn.gru(3, 4, reset="before")],
+                         ids=["lstm", "gru-before"])
+def test_float64_from_float32_weights(spec, keras_backend):
+    """Keras' one-bias layers fold b_x + b_h: in float64 when the layer is float64."""
+    require_float64(keras_backend)
+    weights = nonzero_weights(spec, seed=6).astype(np.float32)
+    x = X.astype(np.float64)
+    want, _ = oracle.run(spec, weights, x)
+    layer = unirnn.build(spec, backend="keras", weights=weights, dtype="float64")
+    assert max_rel_error(_np(layer(x)), want) <= 1e-12
+    if keras_backend == "tensorflow":  # Keras' own layers compute float64 there
+        assert layer.kernel.startswith("keras.layers.")
+        native = unirnn.to_keras(spec, weights, dtype="float64")
+        assert max_rel_error(_np(native(x)), want) <= 1e-12
+
+
+def test_weights_file_without_spec_says_what_was_assumed(tmp_path, keras_backend):
+    layer = keras.layers.LSTM(4, activation="relu")
+    model = keras.Sequential([keras.Input((None, 3)), layer])
+    path = tmp_path / "plain.weights.h5"
+    model.save_weights(path)
+    read = unirnn.from_keras(str(path))
+    assert read.spec == unirnn.lstm(3, 4) and "stores no activations" in read.assumed
+    spec = unirnn.lstm(3, 4, activation="relu")
+    assert unirnn.from_keras(str(path), spec=spec).assumed is None
