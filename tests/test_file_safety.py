@@ -244,3 +244,12 @@ def test_write_atomic_no_clobber(tmp_path):
     write_atomic(path, b"three")
     assert path.read_bytes() == b"three"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]
+
+
+def test_save_without_overwrite(tmp_path):
+    path = tmp_path / "m.safetensors"
+    unirnn.save(path, SPEC, unirnn.init_weights(SPEC), overwrite=False)
+    with pytest.raises(FileExistsError, match="exists"):
+        unirnn.save(path, SPEC, unirnn.init_weights(SPEC, seed=1), overwrite=False)
+    assert unirnn.load(path)[1]["layer0.forward.w_x"].tobytes() == \
+        unirnn.init_weights(SPEC)["layer0.forward.w_x"].tobytes()

@@ -168,10 +168,15 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: bool =
         publish(staged, target, overwrite=overwrite, shown_as=os.fspath(path))
 
 
-def save_file(path: str | os.PathLike[str], spec: Spec, weights: Mapping[str, Any]) -> None:
+def save_file(path: str | os.PathLike[str], spec: Spec, weights: Mapping[str, Any], *,
+              overwrite: bool = True) -> None:
     """Save ``spec`` and ``weights`` to one ``.safetensors`` file at ``path``.
 
     The weights are checked against the spec first; nothing is written if they disagree.
+    The file is staged and renamed into place (:func:`write_atomic`): a replaced file
+    keeps its permission bits, a symlink is written through, and ``overwrite=False``
+    refuses to replace an existing file (``FileExistsError``), even one that appears while
+    writing.
 
     Example:
         >>> import os, tempfile, unirnn
@@ -190,7 +195,7 @@ def save_file(path: str | os.PathLike[str], spec: Spec, weights: Mapping[str, An
         "format_version": str(FORMAT_VERSION),
         "spec": spec.to_json(),
     }
-    write_atomic(path, save(tensors, metadata=metadata))
+    write_atomic(path, save(tensors, metadata=metadata), overwrite=overwrite)
 
 
 _FLOAT_TYPES = {"F16": "float16", "F32": "float32", "F64": "float64", "BF16": "bfloat16"}

@@ -28,7 +28,7 @@ from unirnn.tools.cli import main
 
 SPEC = unirnn.lstm(3, 4, activation="relu")
 FORMATS = {"safetensors": "m.safetensors", "pt": "m.pt", "keras": "m.keras",
-           "weights.h5": "m.weights.h5", "msgpack": "m.msgpack"}
+           "weights.h5": "m.weights.h5", "msgpack": "m.msgpack", "onnx": "m.onnx"}
 ALLOWED = (unirnn.UnirnnError, OSError, ImportError)
 """What reading a malformed file may raise: unirnn's types, or the OS's (a file that is
 not there or cannot be opened)."""
@@ -184,6 +184,8 @@ def test_huge_length_claims(tmp_path, valid_files, capsys):
     claims["short.pt"] = _zip_with(members)
     # msgpack: an array header claiming 2**32 - 1 entries
     claims["m.msgpack"] = b"\xdd\xff\xff\xff\xff" + b"\x00" * 16
+    # onnx (protobuf): field 7 (the graph) claiming a length of 2**62 bytes
+    claims["m.onnx"] = b"\x08\x08\x3a" + b"\xff" * 8 + b"\x3f" + b"\x00" * 16
     for name, payload in claims.items():
         path = tmp_path / name
         path.write_bytes(payload)

@@ -157,15 +157,15 @@ def test_torch_projected_lstm_exports_through_unirnn():
     assert max_rel_error(c_n, want_c.numpy()) <= TOL["float32"]
 
 
-def _tf2onnx_model(layer):
+def _tf2onnx_model(layer, input_size=3):
     keras = framework("keras")
     if keras.backend.backend() != "tensorflow":
         pytest.skip("tf2onnx converts Keras on its TensorFlow backend")
     tf = framework("tensorflow")
     tf2onnx = framework("tf2onnx")
-    inputs = keras.Input((None, 3))
+    inputs = keras.Input((None, input_size))
     model = keras.Model(inputs, layer(inputs))
-    signature = (tf.TensorSpec((None, None, 3), tf.float32, name="x"),)
+    signature = (tf.TensorSpec((None, None, input_size), tf.float32, name="x"),)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         onnx_model, _ = tf2onnx.convert.from_function(tf.function(lambda x: model(x)),
@@ -196,12 +196,42 @@ def test_tf2onnx_lstm_reads_with_source_outputs():
     assert max_rel_error(_run(model, {"x": x})[0], want) <= TOL["float32"]
 
 
-def test_tf2onnx_gru_is_a_loop_and_refused_clearly():
-    """Pinned: tf2onnx 1.17 writes Keras 3's GRU (and SimpleRNN) as a Loop graph."""
+TF2ONNX_LOOPS = {
+    "gru-reset-after": ({"reset_after": True}, 3),
+    "gru-reset-before-last-step": ({"reset_after": False, "return_sequences": False}, 4),
+    "simple-rnn-relu": ({"activation": "relu"}, 3),
+}
+
+
+@pytest.mark.parametrize("name", list(TF2ONNX_LOOPS))
+def test_tf2onnx_loop_graphs_are_recognised(name):
+    """Pinned: tf2onnx 1.17 writes Keras 3's GRU and SimpleRNN as a Loop graph; unirnn
+    recognises the layer's arrays and accepts a reading only when onnxruntime reproduces it."""
     keras = framework("keras")
-    model = _tf2onnx_model(keras.layers.GRU(4, return_sequences=True))
+    keras.utils.set_random_seed(7)
+    options, input_size = TF2ONNX_LOOPS[name]
+    options = {"return_sequences": True, "bias_initializer": "random_normal", **options}
+    cls = keras.layers.SimpleRNN if name.startswith("simple") else keras.layers.GRU
+    layer = cls(4, **options)
+    model = _tf2onnx_model(layer, input_size)
     assert not _recurrent(model) and "Loop" in {n.op_type for n in model.graph.node}
-    with pytest.raises(unirnn.SpecError, match="its recurrence is a Loop graph"):
+    spec, weights = unirnn.from_onnx(model)
+    keras_spec, keras_weights = unirnn.from_keras(layer)
+    assert spec == keras_spec
+    for key, value in keras_weights.items():
+        np.testing.assert_array_equal(weights[key], value, err_msg=key)
+    x = np.random.default_rng(7).standard_normal((2, 5, input_size)).astype(np.float32)
+    want = oracle.run(spec, weights, x)[0]
+    if not options["return_sequences"]:
+        want = want[:, -1]
+    assert max_rel_error(np.asarray(layer(x)), want) <= TOL["float32"]
+    assert max_rel_error(_run(model, {"x": x})[0], want) <= TOL["float32"]
+
+
+def test_tf2onnx_loop_of_a_custom_cell_is_refused_clearly():
+    keras = framework("keras")
+    model = _tf2onnx_model(keras.layers.GRU(4, return_sequences=True, activation="gelu"))
+    with pytest.raises(unirnn.SpecError, match="not recognised as tf2onnx's Loop"):
         unirnn.from_onnx(model)
 
 

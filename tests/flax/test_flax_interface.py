@@ -122,3 +122,14 @@ def test_bare_cell_tree_says_what_was_assumed():
     assert unirnn.from_flax(cell.bind(variables)).assumed is None  # gate_fn read off it
     spec = unirnn.gru(3, 4, activation="relu")
     assert unirnn.from_flax(variables, cell="GRUCell", spec=spec).assumed is None
+
+
+def test_from_gates_takes_jax_arrays_and_nnx_params():
+    spec = unirnn.rnn(3, 4)
+    rng = np.random.default_rng(5)
+    w_x, w_h, b = rng.normal(size=(3, 4)), rng.normal(size=(4, 4)), rng.normal(size=4)
+    weights = unirnn.from_gates(spec, {"h": {"w_x": jnp.asarray(w_x), "w_h": nnx.Param(
+        jnp.asarray(w_h)), "b": jnp.asarray(b)}}, layout="in_out")
+    np.testing.assert_array_equal(weights["layer0.forward.w_x"], w_x.T)
+    np.testing.assert_array_equal(weights["layer0.forward.w_h"], w_h.T)
+    np.testing.assert_array_equal(weights["layer0.forward.b_x"], b)

@@ -80,14 +80,19 @@ def test_dropout_on_custom_cell_is_refused(keras_backend):
                      recurrent_dropout=0.2)
 
 
-def test_stateful_is_refused_with_drop(keras_backend):
+def test_stateful_is_carried(keras_backend):
     layer = keras.layers.GRU(4, stateful=True, return_sequences=True)
     layer.build((2, 5, 3))
-    with pytest.raises(unirnn.SpecError, match=r"stateful=True has no equivalent.*"
-                       r"drop=\['stateful'\]"):
-        unirnn.port(layer, to="keras")
-    ported = unirnn.port(layer, to="keras", drop=["stateful"])
-    assert ported.return_sequences
+    ported = unirnn.port(layer, to="keras")
+    assert ported.interface.stateful and ported.interface.batch_size == 2
+    for _ in range(2):  # the second call starts from the first call's final state
+        _assert_same(ported(X), layer(X))
+    ported.reset_state()
+    layer.reset_state()
+    _assert_same(ported(X), layer(X))
+    with pytest.raises(unirnn.SpecError, match=r"stateful=True: Keras' own layers keep"):
+        unirnn.build(unirnn.gru(3, 4, update="new"), backend="keras", stateful=True,
+                     batch_size=2)
 
 
 def test_unirnn_layer_options_survive_its_config(keras_backend):
@@ -134,3 +139,24 @@ def test_weights_file_without_spec_says_what_was_assumed(tmp_path, keras_backend
     assert read.spec == unirnn.lstm(3, 4) and "stores no activations" in read.assumed
     spec = unirnn.lstm(3, 4, activation="relu")
     assert unirnn.from_keras(str(path), spec=spec).assumed is None
+
+
+def test_from_gates_takes_keras_dense_layers(keras_backend):
+    """A hand-written Keras cell with one Dense per gate and side ((in, out) kernels)."""
+    spec = unirnn.gru(3, 4, reset="before")
+    dense = {(g, side): keras.layers.Dense(4, use_bias=side == "x") for g in "zrh"
+             for side in "xh"}
+    for (_, side), layer in dense.items():
+        layer.build((None, 3 if side == "x" else 4))
+        layer.set_weights([0.5 * w + 0.1 for w in layer.get_weights()])
+    weights = unirnn.from_gates(spec, {g: {"w_x": dense[g, "x"], "w_h": dense[g, "h"]}
+                                       for g in "zrh"})
+    x = X[:, 0]
+    h0 = np.full((2, 4), 0.3, np.float32)
+    h = keras.ops.convert_to_tensor(h0)
+    z = keras.ops.sigmoid(dense["z", "x"](x) + dense["z", "h"](h))
+    r = keras.ops.sigmoid(dense["r", "x"](x) + dense["r", "h"](h))
+    n = keras.ops.tanh(dense["h", "x"](x) + dense["h", "h"](r * h))
+    want = z * h + (1 - z) * n
+    got, _ = oracle.run(spec, weights, x[:, None], initial_state=h0[None])
+    assert max_rel_error(got[:, 0], _np(want)) <= 1e-5

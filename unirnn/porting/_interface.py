@@ -243,8 +243,8 @@ _TARGETS: Mapping[str, Mapping[str, Handler]] = {
         "return_state": _keep("return_state"),
         "go_backwards": _keep("go_backwards"),
         "reverse": _only(False),
-        "stateful": lambda v: {"stateful": True, "batch_size": v[1]} if v[0] and v[1] else
-        ({} if not v else None),
+        "stateful": lambda v: {} if v is False else  # v: (True, the states' batch size)
+        ({"stateful": True, "batch_size": v[1]} if v[1] else None),
         "unroll": lambda v: {"unroll": bool(v)} if isinstance(v, bool) or v == 1 else None,
         "recurrent_dropout": _keep("recurrent_dropout"),
         "input_dropout": _keep("input_dropout"),

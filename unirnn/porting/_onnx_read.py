@@ -256,10 +256,16 @@ def read_model(model: onnx.ModelProto, node: str | int | None = None) -> tuple[S
                 name: numpy_helper.to_array(initializers[name]) for name in names})
     if not nodes:
         ops = sorted({n.op_type for n in model.graph.node})
-        loops = sorted(set(ops) & {"Loop", "Scan"})
-        hint = (f"; its recurrence is a {loops[0]} graph (as tf2onnx writes Keras' GRU and "
-                "SimpleRNN), whose body unirnn does not read back into a cell: port the "
-                "framework's layer instead (unirnn.port(layer, to='onnx'))") if loops else ""
+        hint = ""
+        if "Loop" in ops:
+            from ._onnx_loop import read_keras_loop
+
+            try:
+                return read_keras_loop(model)
+            except SpecError as err:
+                hint = (f"; its recurrence is a Loop graph, not recognised as tf2onnx's Loop "
+                        f"of a Keras layer ({err}): port the framework's layer instead "
+                        "(unirnn.port(layer, to='onnx'))")
         raise SpecError("from_onnx: the model has no LSTM, GRU or RNN node (its operators: "
                         f"{', '.join(ops) or 'none'}); unirnn reads those, and graphs it wrote"
                         + hint)

@@ -26,6 +26,7 @@ import onnx
 
 from .._errors import SpecError, WeightsError
 from .._evaluation import Evaluation
+from .._extras import require
 from .._file import write_atomic
 from .._spec import Spec, same_spec
 from .._weights import Weights, check_weights
@@ -109,7 +110,9 @@ def from_onnx(model_or_path: Any, *, node: str | int | None = None) -> tuple[Spe
     ``activation_alpha``/``_beta``, ``linear_before_reset`` (1: reset "after", 0: "before"),
     ``layout`` 0 and 1, peepholes ``P``; ``B`` splits bit-exactly into ``b_x``/``b_h`` (no
     ``B``: ``bias=False``). Nodes that feed each other through shape-only ops (the pattern
-    torch's exporters write for ``num_layers>1``) read as one stack.
+    torch's exporters write for ``num_layers>1``) read as one stack. tf2onnx's ``Loop`` graph
+    of one Keras GRU/SimpleRNN layer is recognised from the layer's arrays and accepted only
+    when onnxruntime reproduces the reading (:mod:`unirnn.porting._onnx_loop`).
 
     Args:
         model_or_path: an ``onnx.ModelProto``, a path of a ``.onnx`` file, or its bytes.
@@ -147,7 +150,7 @@ def kernel(model: onnx.ModelProto) -> str:
 
 
 def _session(model: Any, provider: str) -> Any:
-    import onnxruntime as ort
+    ort = require("onnxruntime", "running an ONNX model")
 
     data = model if isinstance(model, (str, os.PathLike)) else load_model(model).SerializeToString()
     options = ort.SessionOptions()
