@@ -56,7 +56,11 @@ def _outcome(path: Path) -> str:
         api = "error"
     code = main(["info", str(path)])
     assert code in (0, 2), f"unirnn info exited {code} on a mutated {path.name}"
-    assert (code == 0) == (api == "read")
+    if path.suffix == ".onnx":
+        # info lists an ONNX model's every recurrent node, readable or not (it says why)
+        assert code == 0 or api == "error"
+    else:
+        assert (code == 0) == (api == "read")
     return api
 
 
@@ -190,6 +194,7 @@ def test_huge_length_claims(tmp_path, valid_files, capsys):
         path = tmp_path / name
         path.write_bytes(payload)
         assert _outcome(path) == "error", name
+        assert main(["info", str(path)]) == 2, name
     assert "Traceback" not in capsys.readouterr().err
 
 

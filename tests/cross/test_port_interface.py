@@ -168,3 +168,16 @@ def test_torch_cell_ports_as_cell(target):
         params = ported.init(jax.random.key(0), carry, X[:, 0])
         (_, got) = ported.apply(params, carry, X[:, 0])
     assert max_rel_error(got, h.numpy()) <= 1e-5
+
+
+def test_keras_cell_ports_as_torch_cell():
+    spec = unirnn.gru(3, 4, reset="before")
+    weights = unirnn.init_weights(spec, seed=1)
+    cell = unirnn.build(spec, backend="keras", module="cell", weights=weights)
+    ported = unirnn.port(cell, to="torch")
+    assert type(ported).__name__ == "TorchRNNCell"
+    h0 = np.zeros((2, 4), np.float32)
+    want, _ = cell(X[:, 0], [h0])
+    with torch.no_grad():
+        got = ported(torch.from_numpy(X[:, 0]))
+    assert max_rel_error(got.numpy(), keras.ops.convert_to_numpy(want)) <= 1e-6

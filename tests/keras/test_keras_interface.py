@@ -47,11 +47,9 @@ def _assert_same(got, want, tol=1e-5):
         lambda: keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True),
                                            merge_mode="sum"),
         lambda: keras.layers.Bidirectional(keras.layers.GRU(4), merge_mode=None),
-        lambda: keras.layers.Bidirectional(keras.layers.GRU(4, return_state=True),
-                                           merge_mode="ave"),
     ],
     ids=["return_sequences-False", "return_state", "go_backwards", "unroll", "merge_mode-sum",
-         "merge_mode-None", "merge_mode-ave-return_state"],
+         "merge_mode-None"],
 )
 def test_port_to_keras_keeps_the_interface(make, keras_backend):
     layer, want = _built(make())

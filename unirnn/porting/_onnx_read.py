@@ -304,13 +304,16 @@ def describe(model: onnx.ModelProto) -> list[str]:
         shown = ", ".join(f"{key}={_shown(value)}" for key, value in sorted(attrs.items()))
         try:
             mapped = _node_layer(node, k, constants)[0].describe()
-        except (ValueError, KeyError) as err:
-            mapped = f"not readable: {err}"
+        except Exception as err:  # shown, not raised: info lists every node
+            mapped = f"not readable: {type(err).__name__}: {err}"
         lines.append(f"  {_label(node, k)}: {shown}")
         lines.append(f"    maps to: {mapped}")
     try:
         spec, _ = read_model(model)
         lines.append(f"reads as: {spec.describe()}")
     except ValueError as err:
-        lines.append(f"reads as: needs node= ({err})")
+        lines.append(f"reads as: needs node= ({err})" if "node=" in str(err)
+                     else f"reads as: nothing; from_onnx fails ({err})")
+    except Exception as err:  # a tampered graph
+        lines.append(f"reads as: nothing; from_onnx fails ({type(err).__name__}: {err})")
     return lines

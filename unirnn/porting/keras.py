@@ -38,7 +38,7 @@ from .._assumed import SpecAndWeights, assumed_standard
 from .._errors import FileFormatError, SpecError, WeightsError
 from .._spec import Spec, same_spec
 from .._weights import Weights, check_weights, init_weights, weight_name
-from ..backends.keras import PATHS, UniRNN, check_dtype, native_problem_here
+from ..backends.keras import PATHS, UniRNN, UniRNNCell, check_dtype, native_problem_here
 from ..backends.keras import build as build_keras
 from ..layouts import SPEC_KEY
 from ..layouts.keras import (
@@ -52,6 +52,7 @@ from ..layouts.keras import (
     spec_from_arrays,
     to_native_arrays,
 )
+from ..layouts.kernels import to_canonical_array
 
 __all__ = ["from_keras", "keras_model", "read_file", "to_keras", "write_file"]
 
@@ -163,11 +164,26 @@ def from_keras(
     if isinstance(obj, UniRNN):
         _check_dropouts(obj, dropped)
         return obj.spec, obj.canonical_weights()
+    if isinstance(obj, UniRNNCell):
+        return _from_cell(obj)
     if isinstance(obj, (list, tuple)):
         return _from_stack(list(obj), dropped)
     if isinstance(obj, keras.Model):
         return _from_stack(list(obj.layers), dropped)
     return _from_stack([obj], dropped)
+
+
+def _from_cell(cell: UniRNNCell) -> tuple[Spec, Weights]:
+    """unirnn's one-step Keras cell (``build(..., module="cell")``): its one layer."""
+    spec = cell.spec
+    if spec.num_layers != 1 or spec.bidirectional:
+        raise SpecError(f"from_keras: a UniRNNCell of layer {cell.layer_index} of a "
+                        f"{spec.num_layers}-layer spec is one part of a stack; read the "
+                        "UniRNN layer instead")
+    arrays = {weight_name(0, "forward", name): np.ascontiguousarray(to_canonical_array(
+        name, keras.ops.convert_to_numpy(variable)))
+        for name, variable in cell.variables_by_canonical_name().items()}
+    return spec, check_weights(spec, arrays)
 
 
 def _check_dropouts(layer: Any, dropped: AbstractSet[str]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .._errors import SpecError, WeightsError
+from .._errors import FileFormatError, SpecError, UnirnnError, WeightsError
 from .._evaluation import Evaluation
 from .._extras import require
 from .._file import write_atomic
@@ -217,5 +217,17 @@ def write_file(path: Path, spec: Spec, weights: Mapping[str, Any]) -> str:
 
 
 def describe_file(path: Any) -> list[str]:
-    """``unirnn info``'s lines for an ONNX model."""
-    return describe(load_model(path))
+    """``unirnn info``'s lines for an ONNX model: every recurrent node, even one that does
+    not read (its line says why).
+
+    Raises:
+        FileFormatError: not a readable ONNX model, whatever the reason.
+    """
+    model = load_model(path)
+    try:
+        return describe(model)
+    except UnirnnError:
+        raise
+    except Exception as err:  # a tampered graph: any reader error is the file's
+        raise FileFormatError(f"{str(path)!r} is not a readable ONNX model "
+                              f"({type(err).__name__}: {str(err)[:300]})") from err
