@@ -10,6 +10,7 @@ Run::
 
     python benchmarks/bench_torch.py                      # both sizes, table + JSON
     python benchmarks/bench_torch.py --sizes 32,100,256 --rounds 15 --json out.json
+    python benchmarks/bench_torch.py --replaced           # d2l's setting, tutorials' loops
 """
 
 from __future__ import annotations
@@ -140,6 +141,128 @@ def measure(size: tuple[int, int, int], rounds: int, device: str) -> list[dict[s
     return rows
 
 
+# -- what users replace: the tutorials' own loops, at d2l's setting ---------------------
+
+D2L_SIZE = (32, 35, 28, 256)
+"""d2l's GRU chapter: batch 32, 35 steps, one-hot input of 28 characters, hidden 256."""
+
+
+class NaiveD2LGRU(nn.Module):
+    """d2l's scratch GRU (``gru(inputs, state, params)``): one matmul per gate and side,
+    parameters ``W_xz, W_hz, b_z, ...`` in (in, out) layout, reset applied before the
+    recurrent matmul, ``H = Z * H + (1 - Z) * H_tilde``."""
+
+    def __init__(self, inputs: int, hidden: int) -> None:
+        super().__init__()
+        def p(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.randn(*shape) * 0.01)
+        self.W_xz, self.W_hz, self.b_z = p(inputs, hidden), p(hidden, hidden), p(hidden)
+        self.W_xr, self.W_hr, self.b_r = p(inputs, hidden), p(hidden, hidden), p(hidden)
+        self.W_xh, self.W_hh, self.b_h = p(inputs, hidden), p(hidden, hidden), p(hidden)
+        self.hidden = hidden
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        H = x.new_zeros(x.shape[1], self.hidden)
+        outputs = []
+        for X in x:
+            Z = torch.sigmoid(X @ self.W_xz + H @ self.W_hz + self.b_z)
+            R = torch.sigmoid(X @ self.W_xr + H @ self.W_hr + self.b_r)
+            H_tilde = torch.tanh(X @ self.W_xh + (R * H) @ self.W_hh + self.b_h)
+            H = Z * H + (1 - Z) * H_tilde
+            outputs.append(H)
+        return torch.stack(outputs), H
+
+
+class FusedGateGRU(nn.Module):
+    """A hand-written loop with the gates fused: the input projection of all steps in one
+    GEMM, then per step one GEMM for the z and r rows and one for the candidate."""
+
+    def __init__(self, inputs: int, hidden: int) -> None:
+        super().__init__()
+        self.w_x = nn.Linear(inputs, 3 * hidden)
+        self.w_zr = nn.Linear(hidden, 2 * hidden, bias=False)
+        self.w_n = nn.Linear(hidden, hidden, bias=False)
+        self.hidden = hidden
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        H = x.new_zeros(x.shape[1], self.hidden)
+        gx = self.w_x(x)
+        outputs = []
+        for t in range(x.shape[0]):
+            xz, xr, xn = gx[t].chunk(3, dim=1)
+            hz, hr = self.w_zr(H).chunk(2, dim=1)
+            Z = torch.sigmoid(xz + hz)
+            R = torch.sigmoid(xr + hr)
+            H = Z * H + (1 - Z) * torch.tanh(xn + self.w_n(R * H))
+            outputs.append(H)
+        return torch.stack(outputs), H
+
+
+class LSTMCellLoop(nn.Module):
+    """The tutorials' ``nn.LSTMCell`` step loop with ReLU in place of tanh (one GEMM per
+    step for each side, the gate math in eager ops)."""
+
+    def __init__(self, inputs: int, hidden: int) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(inputs, hidden)
+        self.hidden = hidden
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = c = x.new_zeros(x.shape[1], self.hidden)
+        outputs = []
+        for X in x:
+            gates = X @ self.cell.weight_ih.T + h @ self.cell.weight_hh.T \
+                + self.cell.bias_ih + self.cell.bias_hh
+            i, f, g, o = gates.chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.relu(g)
+            h = torch.sigmoid(o) * torch.relu(c)
+            outputs.append(h)
+        return torch.stack(outputs), h
+
+
+def measure_replaced(size: tuple[int, int, int, int], rounds: int, device: str
+                     ) -> list[dict[str, Any]]:
+    """Each contender's time over the vendor module's, interleaved, median of rounds: the
+    row "faster than the code it replaces" is unirnn over the tutorial's loop."""
+    batch, steps, inputs, hidden = size
+    torch.manual_seed(0)
+    x = torch.randn(steps, batch, inputs, device=device)
+    contenders = {
+        "gru": (nn.GRU(inputs, hidden).to(device), {
+            "unirnn d2l gru (reset before)":
+                unirnn.build(unirnn.preset("d2l_gru", inputs, hidden), "torch", device=device),
+            "naive d2l loop": NaiveD2LGRU(inputs, hidden).to(device),
+            "fused-gate gru loop": FusedGateGRU(inputs, hidden).to(device),
+        }),
+        "lstm": (nn.LSTM(inputs, hidden).to(device), {
+            "unirnn relu lstm":
+                unirnn.build(unirnn.preset("relu_lstm", inputs, hidden), "torch", device=device),
+            "relu LSTMCell loop": LSTMCellLoop(inputs, hidden).to(device),
+        }),
+    }
+    rows = []
+    for family, (native, others) in contenders.items():
+        for mode, backward in (("forward", False), ("forward+backward", True)):
+            modules = [native, *others.values()]
+            for module in modules:  # warm-up
+                _step(module, x, backward)
+            ratios: dict[str, list[float]] = {name: [] for name in others}
+            for r in range(rounds):
+                order = modules if r % 2 == 0 else modules[::-1]
+                times = {id(m): _time(m, x, backward, device) for m in order}
+                for name, module in others.items():
+                    ratios[name].append(times[id(module)] / times[id(native)])
+            for name in others:
+                rows.append({"family": family, "contender": name, "mode": mode,
+                             "N": batch, "T": steps, "I": inputs, "H": hidden,
+                             f"ratio to nn.{native.__class__.__name__}":
+                                 statistics.median(ratios[name])})
+                print(f"  {mode:16s} {name:30s} "
+                      f"{statistics.median(ratios[name]):.3f}x nn.{type(native).__name__}",
+                      flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["32,100,256", "64,100,512"],
@@ -149,7 +272,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="rounds at later (larger) sizes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default="benchmarks/bench_torch.json")
+    parser.add_argument("--replaced", action="store_true",
+                        help="only the d2l setting: unirnn against nn.GRU/nn.LSTM and the "
+                        "tutorials' own loops (the code unirnn replaces)")
     args = parser.parse_args(argv)
+    if args.replaced:
+        print(f"d2l setting N={D2L_SIZE[0]} T={D2L_SIZE[1]} I={D2L_SIZE[2]} "
+              f"H={D2L_SIZE[3]} ({args.rounds} rounds, {args.device})")
+        rows = measure_replaced(D2L_SIZE, args.rounds, args.device)
+        with open(args.json, "w") as handle:
+            json.dump({"device": args.device, "torch": torch.__version__, "rows": rows},
+                      handle, indent=2)
+        print(f"\nwrote {args.json}")
+        return
     results = {"device": args.device, "torch": torch.__version__,
                "threads": torch.get_num_threads(), "rows": []}
     for index, text in enumerate(args.sizes):
