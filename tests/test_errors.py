@@ -13,6 +13,7 @@ import pytest
 from safetensors.numpy import save as safetensors_bytes
 
 import unirnn
+import unirnn._extras
 import unirnn.tools.check as check
 from unirnn.tools.cli import main
 
@@ -142,9 +143,7 @@ def _bfloat16_file(path, weights):
 def test_bfloat16_file_is_decoded_exactly_or_refused_clearly(tmp_path):
     weights = unirnn.init_weights(SPEC)
     path = _bfloat16_file(tmp_path / "bf16.safetensors", weights)
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    if not unirnn._extras.installed("torch"):
         with pytest.raises(unirnn.FileFormatError, match=r"bfloat16.*install torch"):
             unirnn.load(path)
         return

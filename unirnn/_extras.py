@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 __all__ = ["EXTRAS", "missing", "require"]
@@ -37,3 +38,16 @@ def require(module: str, what: str) -> ModuleType:
         if package not in EXTRAS:
             package = module.split(".")[0]
         raise missing(what, package) from err
+
+
+def installed(name: str) -> bool:
+    """Whether the framework ``name`` can be imported, without importing it.
+
+    A namespace package does not count: a folder named like a framework on ``sys.path``
+    (``tests/torch`` when ``tests`` is on the path) is not the framework.
+    """
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin is not None

@@ -25,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from ._errors import FileFormatError, SpecError, WeightsError
+from ._extras import installed
 from ._spec import Spec, same_spec
 from ._weights import Weights, check_weights, weight_shapes
 
@@ -205,13 +206,11 @@ _FLOAT_TYPES = {"F16": "float16", "F32": "float32", "F64": "float64", "BF16": "b
 def _bfloat16_tensor(path: Path, name: str) -> np.ndarray:
     """A bfloat16 tensor widened to float32 (exact: every bfloat16 is a float32), read
     through torch, which decodes it; numpy has no bfloat16."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    if not installed("torch"):
         raise FileFormatError(
             f"{str(path)!r}: tensor {name!r} is bfloat16, which numpy cannot hold; install "
             "torch (pip install 'unirnn[torch]') to read it, widened exactly to float32"
-        ) from None
+        )
     with safe_open(str(path), framework="pt") as handle:
         return handle.get_tensor(name).float().numpy()  # type: ignore[no-any-return]
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from .._errors import SpecError
 from .._evaluation import Evaluation
-from .._extras import missing
+from .._extras import installed, missing
 from .._spec import Spec
 from .._weights import check_fits
 
@@ -55,16 +55,9 @@ class Backend(Protocol):
 
 
 def framework_installed(name: str) -> bool:
-    """Whether the framework ``name`` can be imported, without importing it.
-
-    A namespace package does not count: a folder named like a framework on ``sys.path``
-    (``tests/torch`` when ``tests`` is on the path) is not the framework.
-    """
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return False
-    return spec is not None and spec.origin is not None
+    """Whether the framework ``name`` can be imported, without importing it
+    (:func:`unirnn._extras.installed`: a namespace package does not count)."""
+    return installed(name)
 
 
 def backend_module(backend: str) -> Backend:
