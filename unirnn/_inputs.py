@@ -43,7 +43,9 @@ def check_input_shape(spec: Spec, shape: tuple[Any, ...], layout: str = "(N, T, 
         try:
             kind = np.dtype(dtype).kind
         except TypeError:
-            kind = "f" if "float" in name else "?"
+            kind = "?"
+        if "float" in name:  # bfloat16 and friends (ml_dtypes) are numpy kind "V"
+            kind = "f"
         if kind not in "fiu" or name.startswith("bool"):
             raise InputError(f"input: expected real numbers (a floating-point array); "
                              f"received dtype {name}")

@@ -133,3 +133,14 @@ def test_from_gates_takes_jax_arrays_and_nnx_params():
     np.testing.assert_array_equal(weights["layer0.forward.w_x"], w_x.T)
     np.testing.assert_array_equal(weights["layer0.forward.w_h"], w_h.T)
     np.testing.assert_array_equal(weights["layer0.forward.b_x"], b)
+
+
+def test_nnx_rnn_interface_is_kept():
+    rnn = nnx.RNN(nnx.GRUCell(3, 4, rngs=nnx.Rngs(0)), time_major=True, return_carry=True)
+    x = np.swapaxes(X, 0, 1)
+    carry, want = rnn(x)
+    ported = unirnn.port(rnn, to="flax", api="nnx")
+    assert ported.time_major and ported.return_carry
+    (got_carry,), got = ported(x)
+    assert max_rel_error(got, want) <= 1e-6
+    assert max_rel_error(got_carry, carry) <= 1e-6

@@ -140,12 +140,10 @@ class UniRNN(keras.layers.Layer):
         return_sequences: bool = True,
         return_state: bool = False,
         go_backwards: bool = False,
-        merge_mode: str | None = "concat",
-        unroll: bool = False,
+        merge_mode: str | None = "concat", unroll: bool = False,
         recurrent_dropout: float = 0.0,
         input_dropout: float = 0.0,
-        stateful: bool = False,
-        batch_size: int | None = None,
+        stateful: bool = False, batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         if path not in PATHS:

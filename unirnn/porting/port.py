@@ -207,7 +207,8 @@ def read(obj: Any, *, spec: Spec | None = None, cell: str | None = None,
 
     Args:
         obj: a ``(spec, weights)`` pair; a module built by ``unirnn.build`` (any backend);
-            a torch ``nn.RNN``/``nn.LSTM``/``nn.GRU`` or state dict; a Keras ``LSTM``/
+            a torch ``nn.RNN``/``nn.LSTM``/``nn.GRU`` or cell (``nn.LSTMCell``...; a
+            subclass too) or either's state dict; a Keras ``LSTM``/
             ``GRU``/``SimpleRNN``/``Bidirectional`` layer or model; a Flax parameter tree
             or module; an ``onnx.ModelProto``; or a path: ``.safetensors`` (unirnn file),
             ``.pt``/``.pth`` (torch state dict, loaded with ``weights_only=True``),
