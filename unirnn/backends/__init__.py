@@ -54,10 +54,9 @@ class Backend(Protocol):
                  cotangent: Any = None, **options: Any) -> Evaluation: ...
 
 
-def framework_installed(name: str) -> bool:
-    """Whether the framework ``name`` can be imported, without importing it
-    (:func:`unirnn._extras.installed`: a namespace package does not count)."""
-    return installed(name)
+framework_installed = installed
+"""Whether a framework can be imported, without importing it (a namespace package such as
+``tests/torch`` does not count): :func:`unirnn._extras.installed`."""
 
 
 def backend_module(backend: str) -> Backend:

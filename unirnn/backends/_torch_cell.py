@@ -6,7 +6,6 @@ loop (``for x_t in x: h, c = cell(x_t, (h, c))``) keeps working with any spec.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +20,7 @@ from .._weights import check_weights, weight_shapes
 from ..layouts import SPEC_KEY
 from ..layouts import torch as torch_layout
 from ._torch_kernels import TorchOps
-from ._torch_module import torch_dtype
+from ._torch_module import SpecModule, torch_dtype
 
 __all__ = ["CELL_KERNEL", "CELL_KERNELS", "TorchRNNCell"]
 
@@ -32,7 +31,7 @@ CELL_KERNELS = ("torch._VF.lstm_cell", "torch._VF.gru_cell", "torch._VF.rnn_tanh
 """The paths a :class:`TorchRNNCell` runs (its ``.kernel``)."""
 
 
-class TorchRNNCell(nn.Module):
+class TorchRNNCell(SpecModule):
     """One step of a unirnn spec, shaped like ``nn.LSTMCell``/``nn.GRUCell``/``nn.RNNCell``.
 
     Example:
@@ -96,21 +95,6 @@ class TorchRNNCell(nn.Module):
         else:
             self.load_canonical(weights)
         self.register_state_dict_post_hook(_carry_spec)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_cell", None)  # activation functions: rebuilt from the spec
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._cell = make_cell(self.spec, self._ops)
-
-    def reset_parameters(self) -> None:
-        """Uniform in ``±1/sqrt(hidden_size)``, as torch initialises its cells."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
 
     def load_canonical(self, weights: Mapping[str, Any]) -> None:
         """Copy canonical weights (``layer0.forward.*``) into the parameters."""

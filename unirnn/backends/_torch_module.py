@@ -50,7 +50,32 @@ def torch_dtype(dtype: Any) -> torch.dtype:
 # -- the module --------------------------------------------------------------------------
 
 
-class TorchRNN(nn.Module):
+class SpecModule(nn.Module):
+    """What unirnn's torch layer and cell share: pickling without the cell (it holds
+    activation functions: lambdas, partials) and torch's initialisation."""
+
+    spec: Spec
+    hidden_size: int
+    _ops: TorchOps
+    _cell: Cell
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_cell", None)  # rebuilt from the spec
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._cell = make_cell(self.spec, self._ops)
+
+    def reset_parameters(self) -> None:
+        """Uniform in ``±1/sqrt(hidden_size)``, as torch initialises its recurrent modules."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+
+class TorchRNN(SpecModule):
     """A recurrent stack built from a :class:`unirnn.Spec`, shaped like ``nn.LSTM``.
 
     Example:
@@ -147,23 +172,7 @@ class TorchRNN(nn.Module):
         self.flatten_parameters()  # new tensors after .to()/.cuda(): lay them out again
         return result
 
-    def __getstate__(self) -> dict[str, Any]:
-        # the cell holds activation functions (lambdas, partials); it is rebuilt from the spec
-        state = self.__dict__.copy()
-        state.pop("_cell", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._cell = make_cell(self.spec, self._ops)
-
     # -- parameters ------------------------------------------------------------------
-
-    def reset_parameters(self) -> None:
-        """Uniform in ``±1/sqrt(hidden_size)``, as torch initialises its recurrent layers."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
 
     def load_canonical(self, weights: Mapping[str, Any]) -> None:
         """Copy canonical weights (names ``layer{k}.{direction}.{tensor}``) into the parameters."""

@@ -27,6 +27,13 @@ __all__ = ["main"]
 
 def _cmd_info(args: argparse.Namespace) -> int:
     fmt = _format_of(args.file, None)
+    if fmt == "onnx":
+        from ..porting.onnx import describe_file
+
+        print(f"{args.file}: ONNX model; recurrent nodes and what each maps to:")
+        for line in describe_file(args.file):
+            print(line)
+        return 0
     assumed = None
     if fmt == "unirnn":
         spec, weights = load(args.file)
@@ -217,18 +224,6 @@ def _run_onnx_file(path: Path, x: np.ndarray, lengths: np.ndarray) -> np.ndarray
     return run(path, x, lengths=lengths)[0]
 
 
-def _cmd_info_any(args: argparse.Namespace) -> int:
-    """``unirnn info``: an ONNX model's recurrent nodes, or a unirnn file (:func:`_cmd_info`)."""
-    if not str(args.file).lower().endswith(".onnx"):
-        return _cmd_info(args)
-    from ..porting.onnx import describe_file
-
-    print(f"{args.file}: ONNX model; recurrent nodes and what each maps to:")
-    for line in describe_file(args.file):
-        print(line)
-    return 0
-
-
 def _prepare_frameworks() -> None:
     """float64 for JAX (checks run in float64), quiet TensorFlow, a Keras backend present."""
 
@@ -256,7 +251,7 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("file", help="a .safetensors file written by unirnn.save, any model "
                       "file unirnn reads (.pt, .keras, .weights.h5, .msgpack), or an .onnx "
                       "model (its recurrent nodes and what each maps to)")
-    info.set_defaults(func=_cmd_info_any)
+    info.set_defaults(func=_cmd_info)
     demo = sub.add_parser("demo", help="show unirnn's main job on the installed backends")
     demo.set_defaults(func=_cmd_demo)
 
