@@ -42,8 +42,8 @@ def onednn_calls(monkeypatch):
     packed_ids = set()
     real_pack, real_linear = kernels._onednn_pack, kernels._onednn_linear
 
-    def packing(w, batch):
-        packed = real_pack(w, batch)
+    def packing(w, batch, steps):
+        packed = real_pack(w, batch, steps)
         if packed is not None:
             packed_ids.add(id(packed))
         return packed
@@ -52,6 +52,9 @@ def onednn_calls(monkeypatch):
         calls.append((x.shape[0], id(w) in packed_ids))
         return real_linear(x, w, *args)
 
+    # the suite's small specs: pack every recurrent weight, whatever its width and steps
+    monkeypatch.setitem(kernels._ONEDNN, "min_inner", 1)
+    monkeypatch.setitem(kernels._ONEDNN, "min_steps", 1)
     monkeypatch.setattr(kernels, "_onednn_pack", packing)
     monkeypatch.setattr(kernels, "_onednn_linear", counting)
     return calls
@@ -108,3 +111,36 @@ def test_float32_onednn_gradients_match_float64_path(spec, onednn_calls):
     assert set(fast.grads) == set(exact.grads) == {"x", *unirnn.weight_shapes(spec)}
     for name, expected in exact.grads.items():
         assert max_rel_error(fast.grads[name], expected) <= 1e-4, name
+
+
+@needs_onednn
+@pytest.mark.parametrize(("hidden", "steps", "packs"), [
+    (384, 16, True),   # wide state, enough steps: the packed GEMM is the faster one
+    (256, 16, False),  # narrow state: addmm is as fast or faster
+    (384, 15, False),  # too few steps to pay for the packing
+], ids=["wide", "narrow", "short"])
+def test_recurrent_weights_are_packed_where_packing_pays(hidden, steps, packs, monkeypatch):
+    """The default rule (``_ONEDNN``'s ``min_inner`` and ``min_steps``): which step GEMMs run
+    on a packed weight, and the outputs match the oracle either way."""
+    packed_ids, packed_calls = set(), []
+    real_pack, real_linear = kernels._onednn_pack, kernels._onednn_linear
+
+    def packing(w, batch, n_steps):
+        packed = real_pack(w, batch, n_steps)
+        if packed is not None:
+            packed_ids.add(id(packed))
+        return packed
+
+    def counting(x, w, *args):
+        packed_calls.append(id(w) in packed_ids)
+        return real_linear(x, w, *args)
+
+    monkeypatch.setattr(kernels, "_onednn_pack", packing)
+    monkeypatch.setattr(kernels, "_onednn_linear", counting)
+    spec = unirnn.lstm(4, hidden, activation="relu")
+    weights = nonzero_weights(spec, scale=0.1)
+    x = np.random.default_rng(0).standard_normal((2, steps, 4))
+    result = torch_backend.evaluate(spec, weights, x, dtype="float32")
+    ref_out, _ = oracle.run(spec, weights, x, None, None)
+    assert max_rel_error(result.outputs, ref_out) <= TOL["float32"]
+    assert sum(packed_calls) == (steps if packs else 0)

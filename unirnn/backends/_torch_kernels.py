@@ -88,16 +88,20 @@ class TorchOps:
         return torch.where(condition, a, b)
 
 
-def _onednn_pack(w: Tensor, batch: int) -> Tensor | None:
+def _onednn_pack(w: Tensor, batch: int, steps: int) -> Tensor | None:
     """``w`` ``(out, in)`` reordered into oneDNN's blocked GEMM layout, or ``None``.
 
-    A recurrent GEMM multiplies the same weight by a small ``(N, in)`` state at every step;
-    oneDNN's pre-packed GEMM (the one ``nn.LSTM`` uses on CPU) runs it about 1.7x faster
-    than ``addmm`` at N=32, H=256. Packing costs one weight copy per scan. Only float32 on
-    a CPU build with oneDNN; ``None`` (plain ``addmm``) elsewhere, including builds where
-    these private ops are missing or refuse the weight.
+    A recurrent GEMM multiplies the same weight by a small ``(N, in)`` state at every step.
+    oneDNN's pre-packed GEMM (the one ``nn.LSTM`` uses on CPU) runs it 10-20% faster than
+    ``addmm`` once the inner dimension is wide (measured on a 2-core AVX-512 CPU: N=32 or
+    64, in=384 or 512), but no faster, and up to 1.5x slower, at in <= 256; packing costs
+    about two step GEMMs, once per scan. So the weight is packed only when ``in`` and the
+    number of steps reach ``_ONEDNN``'s bounds (``min_inner``, ``min_steps``), in float32
+    on a CPU build with oneDNN; ``None`` (plain ``addmm``) elsewhere, including builds
+    where these private ops are missing or refuse the weight.
     """
-    if w.device.type != "cpu" or w.dtype != torch.float32 or not _ONEDNN["available"]:
+    if w.device.type != "cpu" or w.dtype != torch.float32 or not _ONEDNN["available"] \
+            or w.shape[1] < _ONEDNN["min_inner"] or steps < _ONEDNN["min_steps"]:
         return None
     try:
         return torch.ops.mkldnn._reorder_linear_weight(w, batch)
@@ -106,7 +110,11 @@ def _onednn_pack(w: Tensor, batch: int) -> Tensor | None:
         return None
 
 
-_ONEDNN = {"available": torch.backends.mkldnn.is_available()}
+_ONEDNN: dict[str, Any] = {
+    "available": torch.backends.mkldnn.is_available(),
+    "min_inner": 384,  # narrowest state (in) whose step GEMM is packed
+    "min_steps": 16,  # fewest steps over which packing pays for itself
+}
 
 
 def _onednn_linear(x: Tensor, packed: Tensor, add: Tensor | None) -> Tensor:
@@ -230,7 +238,7 @@ class _Recurrent:
     def __init__(self, w: Tensor, b: Tensor | None, steps_batch: tuple[int, int],
                  defer_weight_grad: bool) -> None:
         self.w = w.detach()
-        self.packed = _onednn_pack(self.w, steps_batch[1])
+        self.packed = _onednn_pack(self.w, steps_batch[1], steps_batch[0])
         # without oneDNN: addmm on a contiguous transposed weight beats F.linear's view
         self.w_t = self.w.t().contiguous() if self.packed is None else self.w
         self.inputs: list[Tensor] | None = None
