@@ -17,12 +17,12 @@ The equations are those of :class:`unirnn.Spec` (DESIGN.md, "Cell semantics").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ._spec import Spec
 
-__all__ = ["Cell", "Ops", "folded_bias_rows", "make_cell"]
+__all__ = ["Cell", "Ops", "folded_bias_rows", "make_cell", "split_points"]
 
 Array = Any
 """The backend's array type (numpy array, torch tensor, jax array, Keras tensor)."""
@@ -44,8 +44,15 @@ class Ops(Protocol):
         weight it laid out once per scan."""
         ...
 
-    def split(self, x: Array, sections: int) -> list[Array]:
-        """``sections`` equal parts along the last axis."""
+    def split(self, x: Array, sections: int | Sequence[int]) -> list[Array]:
+        """Parts along the last axis: ``sections`` equal ones, or, for a sequence of
+        sizes, parts of those sizes (as ``torch.split``; :func:`split_points` gives the
+        indices numpy-style libraries take)."""
+        ...
+
+    def lerp(self, a: Array, b: Array, w: Array) -> Array:
+        """``a + w * (b - a)``, elementwise: ``(1 - w) * a + w * b`` in one op where the
+        library has one (``torch.lerp``)."""
         ...
 
     def clip(self, x: Array, bound: float) -> Array:
@@ -97,6 +104,11 @@ class RNNCell(Cell):
 
 
 class GRUCell(Cell):
+    def __init__(self, spec: Spec, ops: Ops) -> None:
+        super().__init__(spec, ops)
+        # r and z with one activation: one call over their adjacent blocks
+        self._rz_together = spec.activations["r"] == spec.activations["z"]
+
     def prepare(self, params: Mapping[str, Array]) -> dict[str, Any]:
         if self.spec.reset == "after":
             return super().prepare(params)
@@ -116,24 +128,27 @@ class GRUCell(Cell):
             return {"w_h": "b_h"}
         return {"w_hrz": "b_hrz", "w_hn": "b_hn"}
 
+    def _reset_update(self, a_rz: Array) -> tuple[Array, Array]:
+        """``r`` and ``z`` from their pre-activations ``(N, 2H)``."""
+        if self._rz_together:
+            r, z = self.ops.split(self.act["r"](a_rz), 2)
+            return r, z
+        a_r, a_z = self.ops.split(a_rz, 2)
+        return self.act["r"](a_r), self.act["z"](a_z)
+
     def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
-        ops, act = self.ops, self.act
+        ops, act, H = self.ops, self.act, self.spec.hidden_size
         (h,) = carry
-        x_r, x_z, x_n = ops.split(xp, 3)
+        x_rz, x_n = ops.split(xp, [2 * H, H])
         if self.spec.reset == "after":
-            h_r, h_z, h_n = ops.split(self._recurrent(p, "w_h", h), 3)
-            r = act["r"](x_r + h_r)
-            z = act["z"](x_z + h_z)
+            h_rz, h_n = ops.split(self._recurrent(p, "w_h", h), [2 * H, H])
+            r, z = self._reset_update(x_rz + h_rz)
             n = act["n"](x_n + r * h_n)
         else:
-            h_r, h_z = ops.split(self._recurrent(p, "w_hrz", h), 2)
-            r = act["r"](x_r + h_r)
-            z = act["z"](x_z + h_z)
+            r, z = self._reset_update(x_rz + self._recurrent(p, "w_hrz", h))
             n = act["n"](x_n + self._recurrent(p, "w_hn", r * h))
-        if self.spec.update == "old":
-            h = z * h + (1 - z) * n
-        else:
-            h = (1 - z) * h + z * n
+        # update "new": (1 - z) * h + z * n; "old": z * h + (1 - z) * n
+        h = ops.lerp(h, n, z) if self.spec.update == "new" else ops.lerp(n, h, z)
         return (h,), h
 
 
@@ -181,6 +196,16 @@ def folded_bias_rows(spec: Spec) -> int:
     if spec.family == "gru" and spec.reset == "after":
         return 2 * spec.hidden_size
     return spec.num_gates * spec.hidden_size
+
+
+def split_points(sections: Sequence[int]) -> list[int]:
+    """The indices at which parts of sizes ``sections`` begin, after the first (what
+    ``numpy.split`` and its kin take): ``[2, 1] -> [2]``."""
+    points, total = [], 0
+    for size in sections[:-1]:
+        total += size
+        points.append(total)
+    return points
 
 
 def make_cell(spec: Spec, ops: Ops) -> Cell:

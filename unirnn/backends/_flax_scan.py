@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._activations import BUILTIN_NAMES, resolve_activation
-from .._cells import Cell
+from .._cells import Cell, split_points
 from .._errors import InputError
 from .._inputs import check_input_shape, check_lengths, check_state_list
 from .._spec import Spec
@@ -93,8 +93,12 @@ class JaxOps:
     def recurrent(self, name: str, x: Array, w: Array | Kernel, b: Array | None) -> Array:
         return self.linear(x, w, b)
 
-    def split(self, x: Array, sections: int) -> list[Array]:
-        return jnp.split(x, sections, axis=-1)
+    def split(self, x: Array, sections: int | Sequence[int]) -> list[Array]:
+        parts = sections if isinstance(sections, int) else split_points(sections)
+        return jnp.split(x, parts, axis=-1)
+
+    def lerp(self, a: Array, b: Array, w: Array) -> Array:
+        return a + w * (b - a)
 
     def clip(self, x: Array, bound: float) -> Array:
         return jnp.clip(x, -bound, bound)

@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from .._activations import resolve_activation
-from .._cells import Cell, folded_bias_rows, make_cell
+from .._cells import Cell, folded_bias_rows, make_cell, split_points
 from .._errors import SpecError
 from .._spec import Spec
 from .._weights import check_weights
@@ -113,8 +113,12 @@ class KerasOps:
     def recurrent(self, name: str, x: Any, w: Any, b: Any | None) -> Any:
         return self.linear(x, w, b)
 
-    def split(self, x: Any, sections: int) -> list[Any]:
-        return ops.split(x, sections, axis=-1)
+    def split(self, x: Any, sections: int | Sequence[int]) -> list[Any]:
+        parts = sections if isinstance(sections, int) else split_points(sections)
+        return ops.split(x, parts, axis=-1)
+
+    def lerp(self, a: Any, b: Any, w: Any) -> Any:
+        return a + w * (b - a)
 
     def clip(self, x: Any, bound: float) -> Any:
         # Not ops.clip: on torch it computes float64 in float32 (Keras' type promotion).

@@ -6,7 +6,7 @@ Private to :mod:`unirnn.backends.torch`; it imports torch. The stack around the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -59,8 +59,13 @@ class TorchOps:
     def recurrent(self, name: str, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         return F.linear(x, w, b)
 
-    def split(self, x: Tensor, sections: int) -> list[Tensor]:
-        return list(torch.chunk(x, sections, dim=-1))
+    def split(self, x: Tensor, sections: int | Sequence[int]) -> list[Tensor]:
+        if isinstance(sections, int):
+            return list(torch.chunk(x, sections, dim=-1))
+        return list(torch.split(x, list(sections), dim=-1))
+
+    def lerp(self, a: Tensor, b: Tensor, w: Tensor) -> Tensor:
+        return torch.lerp(a, b, w)
 
     def clip(self, x: Tensor, bound: float) -> Tensor:
         return torch.clamp(x, -bound, bound)

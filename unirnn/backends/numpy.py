@@ -6,14 +6,14 @@ every backend, against the independent oracle in tests/.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 from .._activations import NUMPY_ACTIVATIONS, resolve_activation
-from .._cells import Cell, make_cell
+from .._cells import Cell, make_cell, split_points
 from .._errors import SpecError
 from .._evaluation import Evaluation
 from .._inputs import check_input_shape, check_lengths, check_stacked_state, state_shapes
@@ -34,8 +34,12 @@ class NumpyOps:
         y = x @ w.T
         return y if b is None else y + b
 
-    def split(self, x: np.ndarray, sections: int) -> list[np.ndarray]:
-        return np.split(x, sections, axis=-1)
+    def split(self, x: np.ndarray, sections: int | Sequence[int]) -> list[np.ndarray]:
+        parts = sections if isinstance(sections, int) else split_points(sections)
+        return np.split(x, parts, axis=-1)
+
+    def lerp(self, a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return a + w * (b - a)
 
     def recurrent(self, name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray | None
                   ) -> np.ndarray:
