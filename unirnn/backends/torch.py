@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._errors import SpecError
+from .._errors import SpecError, WeightsError
 from .._evaluation import Evaluation
 from .._inputs import check_cotangent, check_input_shape, check_stacked_state
 from .._spec import Spec
@@ -52,6 +52,7 @@ __all__ = [
     "build",
     "canonical_weights",
     "evaluate",
+    "tensor_to_numpy",
 ]
 
 KERNELS = ("torch._VF.lstm", "torch._VF.gru", "torch._VF.rnn_tanh", "torch._VF.rnn_relu",
@@ -59,14 +60,40 @@ KERNELS = ("torch._VF.lstm", "torch._VF.gru", "torch._VF.rnn_tanh", "torch._VF.r
 """The paths a :class:`TorchRNN` or :class:`TorchRNNCell` runs (its ``.kernel``)."""
 
 
+def tensor_to_numpy(tensor: Tensor, name: str) -> np.ndarray:
+    """A tensor's values as numpy (bfloat16 and float16 as float32).
+
+    A ``DTensor`` (sharded by FSDP2's ``fully_shard`` or tensor parallelism) holds only
+    this rank's shard, and gathering it is a collective every rank must join, so it is
+    refused with a :class:`~unirnn.WeightsError` that says how to gather it.
+    """
+    tensor = tensor.detach()
+    if _is_dtensor(tensor):
+        raise WeightsError(
+            f"{name}: expected a plain tensor; received a DTensor (sharded by FSDP2's "
+            "fully_shard or tensor parallelism), which holds only this rank's shard. "
+            "Gather the full state dict on every rank, e.g. torch.distributed.checkpoint."
+            "state_dict.get_model_state_dict(module, options=StateDictOptions("
+            "full_state_dict=True)), and pass it to from_torch with spec=module.spec"
+        )
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()
+    return tensor.cpu().numpy()
+
+
+def _is_dtensor(tensor: Tensor) -> bool:
+    if type(tensor) is Tensor or not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
 def canonical_weights(module: TorchRNN | TorchRNNCell, dtype: Any = None) -> Weights:
     """The module's parameters as canonical :class:`unirnn.Weights` (bfloat16 -> float32)."""
     arrays = {}
     for cname, tname in module.canonical_names().items():
-        tensor = getattr(module, tname).detach()
-        if tensor.dtype in (torch.bfloat16, torch.float16):
-            tensor = tensor.float()
-        array = tensor.cpu().numpy()
+        array = tensor_to_numpy(getattr(module, tname), f"from_torch: parameter {tname!r}")
         arrays[cname] = array if dtype is None else array.astype(dtype)
     return Weights(arrays)
 

@@ -35,7 +35,7 @@ from .._assumed import SpecAndWeights, assumed_standard
 from .._errors import FileFormatError, SpecError, WeightsError
 from .._spec import Spec, gru, lstm, rnn, same_spec
 from .._weights import Weights, available_memory, check_weights
-from ..backends.torch import TorchRNN, TorchRNNCell, canonical_weights
+from ..backends.torch import TorchRNN, TorchRNNCell, canonical_weights, tensor_to_numpy
 from ..layouts import SPEC_KEY
 from ..layouts import torch as torch_layout
 
@@ -227,10 +227,8 @@ def _from_state_dict(spec: Spec, state: Mapping[str, Any], cell: bool = False) -
         )
     arrays = {}
     for tname, cname in expected.items():
-        value = torch.as_tensor(state[tname]).detach()
-        if value.dtype in (torch.bfloat16, torch.float16):
-            value = value.float()
-        arrays[cname] = value.cpu().numpy()
+        arrays[cname] = tensor_to_numpy(torch.as_tensor(state[tname]),
+                                        f"from_torch: state dict entry {tname!r}")
     return check_weights(spec, arrays)
 
 
