@@ -6,6 +6,7 @@ and the cross-backend session with every framework.
     nox -s "tests(onnx)"        # ONNX both ways, judged by onnxruntime
     nox -s cross                # the cross-backend equivalence suite, porting, CLI, demo
     nox -s lint typecheck
+    nox -s docs                 # the documentation site, built strictly (mkdocs.yml)
     HYPOTHESIS_PROFILE=nightly nox -s cross   # many more drawn examples (tests/conftest.py)
 
 torch is pinned through constraints.txt so no session pulls a multi-GB CUDA build.
@@ -77,7 +78,7 @@ def cross(session: nox.Session) -> None:
     `HYPOTHESIS_PROFILE=nightly nox -s cross` draws many more examples.
     """
     # the exporters whose ONNX files tests/cross/test_onnx_exporters.py reads
-    session.install(*CONSTRAINTS, ".[all,test]", "onnxscript", "tf2onnx")
+    session.install(*CONSTRAINTS, ".[all,test,plot]", "onnxscript", "tf2onnx")
     session.run("pytest", "tests/cross", *session.posargs,
                 env={**CROSS_ENV, "KERAS_BACKEND": "tensorflow"})
     for keras_backend in ("jax", "torch"):
@@ -87,9 +88,9 @@ def cross(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the package, tests, benchmarks and this file."""
+    """ruff over the package, tests, benchmarks, examples and this file."""
     session.install("ruff")
-    session.run("ruff", "check", "unirnn", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "unirnn", "tests", "benchmarks", "examples", "noxfile.py")
 
 
 @nox.session
@@ -97,3 +98,14 @@ def typecheck(session: nox.Session) -> None:
     """mypy over the package (frameworks' types are not required)."""
     session.install(*CONSTRAINTS, ".", "mypy")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (mkdocs.yml) with ``--strict``: a warning, a broken
+    link or anchor, or a page left out of the navigation fails it. The API reference is
+    read from the source by mkdocstrings, so no framework is installed; nothing is
+    fetched but the packages. ``mkdocs serve`` previews the site while you edit."""
+    session.install(*CONSTRAINTS, ".[docs]")
+    site = session.create_tmp()
+    session.run("mkdocs", "build", "--strict", "--site-dir", f"{site}/site")

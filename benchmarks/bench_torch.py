@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -92,6 +93,9 @@ def _peak_memory(module: nn.Module, x: torch.Tensor, device: str) -> int:
         _step(module, x, True)
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
+    # kineto logs each profile's start and stop ("USDT: ... profiler_start", "STAGE:") to
+    # stderr; level 6 is above all of its levels (read when the profiler first starts)
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                 profile_memory=True) as prof:
         _step(module, x, True)

@@ -149,7 +149,20 @@ _NAME_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
 
 
 def activation_names() -> tuple[str, ...]:
-    """All registered activation names, built-in first."""
+    """All registered activation names: the built-ins, then the user's own in the order
+    they were registered (:func:`register_activation`).
+
+    The names are bare; an activation with parameters takes them in the name where a spec
+    uses it (``"leaky_relu(0.2)"``, ``"hard_sigmoid(0.2, 0.5)"``). docs/spec.md defines
+    every built-in.
+
+    Example:
+        >>> import unirnn
+        >>> unirnn.activation_names()[:5]
+        ('sigmoid', 'tanh', 'relu', 'identity', 'gelu')
+        >>> unirnn.lstm(3, 4, activation="leaky_relu(0.2)").activations["g"]
+        'leaky_relu(0.2)'
+    """
     return tuple(_REGISTRY)
 
 
@@ -229,6 +242,22 @@ def register_activation(
     required: it is the reference and runs the numpy backend. A spec names
     the activation by ``name`` so it stays serialisable; a backend without an
     implementation raises a clear error when a spec using it is built there.
+
+    Args:
+        name: an identifier, not a built-in's name (:func:`activation_names`).
+        numpy: the reference implementation, ``f(x, *params)`` on numpy arrays.
+        torch: ``f(x, *params)`` on torch tensors.
+        jax: ``f(x, *params)`` on jax arrays (the Flax backend).
+        keras: ``f(x, *params)`` on Keras tensors, with ``keras.ops`` (any Keras backend).
+        onnx: ``f(graph, x, *params) -> name``, the nodes computing it in an ONNX graph.
+        params: parameter name -> default, in call order; a spec sets them in the name
+            (``"scaled_tanh(1.5)"``).
+        formula: the definition, in words a reader can check the implementations against.
+        overwrite: replace a user activation registered under ``name`` before.
+
+    Raises:
+        SpecError: ``name`` is not an identifier or is a built-in's, it is registered
+            already (without ``overwrite``), or an implementation is not callable.
 
     Example:
         >>> import numpy as np, unirnn

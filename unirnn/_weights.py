@@ -52,7 +52,33 @@ def layer_shapes(spec: Spec, input_size: int) -> dict[str, tuple[int, ...]]:
 
 
 def weight_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
-    """Every canonical tensor of ``spec`` with its shape, in a stable order."""
+    """Every canonical tensor of ``spec`` with its shape, in a stable order.
+
+    Names are ``layer{k}.{direction}.{tensor}`` (docs/weights.md); a tensor is listed only
+    when the spec has it (``b_x``/``b_h`` with ``bias=True``, ``p`` with peepholes, ``w_r``
+    with a projection). Nothing is allocated, so it sizes a checkpoint or a spec that
+    would not fit in memory.
+
+    Args:
+        spec: the layer stack.
+
+    Returns:
+        Name -> shape, layer by layer, ``forward`` before ``backward``, each in the order
+        ``w_x``, ``w_h``, ``b_x``, ``b_h``, ``p``, ``w_r``; ``G`` gates (rnn 1, lstm 4,
+        gru 3), hidden size ``H``, emitted size ``P`` (``proj_size``, else ``H``): ``w_x``
+        ``(G*H, I_k)``, ``w_h`` ``(G*H, P)``, biases ``(G*H,)``, ``p`` ``(3*H,)``, ``w_r``
+        ``(P, H)``.
+
+    Example:
+        >>> import unirnn
+        >>> for name, shape in unirnn.weight_shapes(unirnn.lstm(3, 4, proj_size=2)).items():
+        ...     print(name, shape)
+        layer0.forward.w_x (16, 3)
+        layer0.forward.w_h (16, 2)
+        layer0.forward.b_x (16,)
+        layer0.forward.b_h (16,)
+        layer0.forward.w_r (2, 4)
+    """
     return {
         weight_name(layer, direction, tensor): shape
         for layer in range(spec.num_layers)

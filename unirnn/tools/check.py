@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,17 @@ from .._spec import Spec, gru, lstm, rnn
 from .._weights import Weights, check_fits, check_weights, weight_shapes
 from ..backends import framework_installed
 from ..backends import numpy as numpy_backend
+from ._console import is_startup_noise
+from ._targets import Target, in_process_targets, keras_backends, keras_device
+from ._targets import onnxruntime_targets as _onnxruntime_targets  # noqa: F401 (tests use it)
 
 __all__ = [
     "Case", "CheckRow", "default_cases", "finite_difference_gradients", "format_rows", "make_case",
     "run_check",
 ]
+
+Progress = Callable[[int, int, str], None]
+"""``progress(step, total, what)``, told before each step of :func:`run_check` starts."""
 
 TOLERANCE = {
     # outputs and state, relative to the output scale (DESIGN.md)
@@ -48,7 +54,6 @@ GRAD_TOLERANCE = {
     "float64": 1e-7,
     "float32": 1e-4,
 }
-KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 
 
 @dataclass
@@ -202,71 +207,13 @@ def _evaluate(module: str, case: Case, dtype: str, **options: Any) -> Evaluation
     )
 
 
-def _installed(name: str) -> bool:
-    return framework_installed(name)
-
-
-def _in_process_targets() -> list[tuple[str, str, str, dict[str, Any]]]:
-    """(label, backend module, device, evaluate options) for the backends installed here."""
-    targets: list[tuple[str, str, str, dict[str, Any]]] = [("numpy", "numpy", "cpu", {})]
-    if _installed("torch"):
-        import torch
-
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        for device in devices:
-            targets.append(("torch", "torch", device, {"device": device}))
-            targets.append(("torch custom", "torch", device, {"device": device,
-                                                             "path": "custom"}))
-    if _installed("flax"):
-        targets.append(("flax linen", "flax", _jax_device(), {"api": "linen"}))
-        targets.append(("flax nnx", "flax", _jax_device(), {"api": "nnx"}))
-    targets += _onnxruntime_targets()
-    return targets
-
-
-def _onnxruntime_targets() -> list[tuple[str, str, str, dict[str, Any]]]:
-    """onnxruntime on its CPU provider, and its CUDA provider when present."""
-    if not (_installed("onnx") and _installed("onnxruntime")):
-        return []
-    import onnxruntime
-
-    providers = onnxruntime.get_available_providers()
-    return [("onnxruntime", "onnx", device, {"provider": provider})
-            for device, provider in (("cpu", "CPUExecutionProvider"),
-                                     ("cuda", "CUDAExecutionProvider"))
-            if provider in providers]
-
-
-def _jax_device() -> str:
-    import jax
-
-    return str(jax.default_backend())
-
-
-def keras_device() -> str:
-    """Where Keras puts its tensors on its current backend: ``cpu``, ``gpu``, ``cuda`` ...
-
-    Read off a tensor Keras creates, so the label is the device Keras actually used.
-    """
-    keras = importlib.import_module("keras")
-    tensor = keras.ops.zeros((1,))
-    backend = keras.backend.backend()
-    if backend == "torch":
-        return str(tensor.device.type)
-    if backend == "jax":
-        return str(next(iter(tensor.devices())).platform)
-    if backend == "tensorflow":
-        tf = importlib.import_module("tensorflow")
-        return str(tf.DeviceSpec.from_string(tensor.device).device_type or "?").lower()
-    return "?"
-
-
-def _run_targets(cases: list[Case], targets: Iterable[tuple[str, str, str, dict[str, Any]]],
-                 dtypes: Iterable[str], references: list[tuple[Evaluation, Any]]
-                 ) -> list[CheckRow]:
+def _run_targets(cases: list[Case], targets: Iterable[Target], dtypes: Iterable[str],
+                 references: list[tuple[Evaluation, Any]],
+                 step: Callable[[str], None] = lambda what: None) -> list[CheckRow]:
     rows = []
     for case, (reference, ref_grads) in zip(cases, references):
         for label, module, device, options in targets:
+            step(f"checking {label} ({device}) on {case.name}")
             for dtype in dtypes:
                 if module == "onnx" and _onnx_float64_problem(case.spec, dtype):
                     continue  # onnxruntime has no float64 kernel of an op the graph needs
@@ -340,22 +287,17 @@ def _keras_worker(cases_path: str, dtypes: str) -> None:
     print("UNIRNN-ROWS " + json.dumps(out))
 
 
-def _keras_rows(cases: list[Case], dtypes: list[str],
-                references: list[tuple[Evaluation, Any]]) -> list[CheckRow]:
-    if not _installed("keras"):
-        return []
-    available = {"tensorflow": _installed("tensorflow"), "jax": _installed("jax"),
-                 "torch": _installed("torch")}
+def _keras_rows(cases: list[Case], dtypes: list[str], references: list[tuple[Evaluation, Any]],
+                step: Callable[[str], None] = lambda what: None) -> list[CheckRow]:
     rows: list[CheckRow] = []
     by_name = {case.name: (case, ref) for case, ref in zip(cases, references)}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cases.npz"
         _save_cases(cases, path)
-        for keras_backend, present in available.items():
-            if not present:
-                continue
-            env = {**os.environ, "KERAS_BACKEND": keras_backend, "JAX_ENABLE_X64": "1",
-                   "TF_CPP_MIN_LOG_LEVEL": "3"}
+        for keras_backend in keras_backends():
+            step(f"checking keras {keras_backend} (a subprocess)")
+            env = {"TF_CPP_MIN_LOG_LEVEL": "3", **os.environ, "KERAS_BACKEND": keras_backend,
+                   "JAX_ENABLE_X64": "1"}
             result = subprocess.run(
                 [sys.executable, "-c",
                  "import sys; from unirnn.tools.check import _keras_worker; "
@@ -364,7 +306,9 @@ def _keras_rows(cases: list[Case], dtypes: list[str],
             )
             lines = [ln for ln in result.stdout.splitlines() if ln.startswith("UNIRNN-ROWS ")]
             if result.returncode != 0 or not lines:
-                tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["?"]
+                said = [line for line in (result.stderr or result.stdout).splitlines()
+                        if line.strip() and not is_startup_noise(line)]
+                tail = said[-1:] or ["?"]
                 rows.append(CheckRow("*", f"keras {keras_backend}", "-", dtypes[0], "-",
                                      np.inf, np.inf, None, f"worker failed: {tail[0]}"))
                 continue
@@ -385,29 +329,40 @@ def _keras_rows(cases: list[Case], dtypes: list[str],
 
 
 def run_check(cases: list[Case], dtypes: Iterable[str] = ("float64", "float32"),
-              gradients: bool = True, keras: bool = True, keras_in_process: bool = False
-              ) -> list[CheckRow]:
+              gradients: bool = True, keras: bool = True, keras_in_process: bool = False,
+              progress: Progress | None = None) -> list[CheckRow]:
     """Every installed backend on every case; one row per (case, backend, device, dtype).
 
     ``keras`` runs Keras on each installed Keras backend, one subprocess each;
     ``keras_in_process`` runs it here instead, on this process's Keras backend only.
+    ``progress(step, total, what)`` is told before each step starts (the command line's
+    status line, :class:`unirnn.tools._console.StatusLine`).
     """
     dtypes = list(dtypes)
-    references = []
-    for case in cases:
-        reference = _evaluate("numpy", case, "float64")
-        references.append((reference, finite_difference_gradients(case) if gradients else None))
-    targets = _in_process_targets()
-    if keras_in_process and _installed("keras"):
+    targets = in_process_targets()
+    if keras_in_process and framework_installed("keras"):
         import keras as keras_module
 
         label = f"keras {keras_module.backend.backend()}"
         device = keras_device()
         targets += [(label, "keras", device, {}),
                     (label + " custom", "keras", device, {"path": "custom"})]
-    rows = _run_targets(cases, targets, dtypes, references)
+    total = len(cases) * (1 + len(targets)) + (len(keras_backends()) if keras else 0)
+    done = iter(range(1, total + 1))
+
+    def step(what: str) -> None:
+        if progress is not None:
+            progress(next(done, total), total, what)
+
+    references = []
+    for case in cases:
+        step(f"float64 reference{' and finite differences' if gradients else ''} of "
+             f"{case.name}")
+        reference = _evaluate("numpy", case, "float64")
+        references.append((reference, finite_difference_gradients(case) if gradients else None))
+    rows = _run_targets(cases, targets, dtypes, references, step)
     if keras:
-        rows += _keras_rows(cases, dtypes, references)
+        rows += _keras_rows(cases, dtypes, references, step)
     return rows
 
 

@@ -21,6 +21,7 @@ from .._spec import Spec
 from .._weights import Weights
 from ..backends import build, framework_installed
 from ..porting.port import FILE_FORMATS, file_format_of
+from ._console import StatusLine, quiet_frameworks
 
 __all__ = ["main"]
 
@@ -92,9 +93,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     else:
         spec, weights = _read_source(args.source, args.spec, args.cell)
         cases = [make_case(Path(args.source).name, spec, weights)]
-    _prepare_frameworks()
-    rows = run_check(cases, dtypes=args.dtypes, gradients=not args.no_grad,
-                     keras=not args.no_keras)
+    with StatusLine() as status:  # "checking torch (cpu) on torch GRU (9/60)..." on a terminal
+        status.show("loading the installed frameworks...")
+        _prepare_frameworks()
+        rows = run_check(cases, dtypes=args.dtypes, gradients=not args.no_grad,
+                         keras=not args.no_keras, progress=status.progress)
     print("Max error against the float64 numpy backend, relative to the output scale "
           "(outputs, final state);")
     print("gradients of sum(outputs * cotangent) w.r.t. input and every weight, against "
@@ -225,9 +228,10 @@ def _run_onnx_file(path: Path, x: np.ndarray, lengths: np.ndarray) -> np.ndarray
 
 
 def _prepare_frameworks() -> None:
-    """float64 for JAX (checks run in float64), quiet TensorFlow, a Keras backend present."""
+    """float64 for JAX (checks run in float64) and a Keras backend that is installed.
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    The frameworks' start-up messages are kept off stderr by :func:`main`
+    (:func:`unirnn.tools._console.quiet_frameworks`)."""
     if "KERAS_BACKEND" not in os.environ and not framework_installed("tensorflow"):
         for name in ("jax", "torch"):
             if framework_installed(name):
@@ -307,7 +311,12 @@ def _raise_on_signal(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line. Exit codes: 0 done; 1 ``check`` found a backend out of
     tolerance, or a bug in unirnn (shown with its traceback); 2 input unirnn cannot
-    accept (a message, no traceback)."""
+    accept (a message, no traceback).
+
+    The frameworks' start-up messages (TensorFlow's C++ log, absl, JAX's platform
+    warnings) are kept off stderr while the command runs, unless the user asked for
+    them (``TF_CPP_MIN_LOG_LEVEL=0``, ``JAX_LOGGING_LEVEL``): see
+    :mod:`unirnn.tools._console`."""
     args = _parser().parse_args(argv)
     previous = {}
     for name in ("SIGTERM", "SIGHUP"):
@@ -315,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if number is not None and threading.current_thread() is threading.main_thread():
             previous[number] = signal.signal(number, _raise_on_signal)
     try:
-        return int(args.func(args))
+        with quiet_frameworks():
+            return int(args.func(args))
     except BrokenPipeError:
         # the reader closed the pipe (`unirnn info f | head -1`): stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)

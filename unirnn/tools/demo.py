@@ -14,7 +14,6 @@ and 4.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from .._file import load, save_file
 from .._spec import Spec, gru, lstm
 from .._weights import Weights, init_weights
 from ..backends import build, explain, framework_installed
+from ._console import StatusLine
 from .check import format_rows, make_case, run_check
 
 __all__ = ["run_demo"]
@@ -78,8 +78,12 @@ def _train_torch(spec: Spec, seed: int = 0) -> tuple[Weights, float, float, Any]
 
 
 def run_demo() -> int:
+    with StatusLine() as status:  # what runs now, on stderr when it is a terminal
+        return _demo(status)
+
+
+def _demo(status: StatusLine) -> int:
     start = time.perf_counter()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     relu_lstm = lstm(4, 16, activation="relu", recurrent_activation="sigmoid")
     gelu_gru = gru(4, 16, activations={"z": "gelu"})
     print("1. Two cells, described once:")
@@ -91,7 +95,9 @@ def run_demo() -> int:
     weights = init_weights(relu_lstm, seed=0)
     torch_rnn = None
     if _installed("torch"):
+        status.show(f"training the ReLU LSTM in PyTorch ({STEPS} steps)...")
         weights, before, after, torch_rnn = _train_torch(relu_lstm)
+        status.clear()
         print(f"\n2. Trained the ReLU LSTM in PyTorch for {STEPS} steps on a damped running "
               f"sum: test MSE {before:.3f} -> {after:.3f}")
         print(f"   {explain(torch_rnn)}")
@@ -107,7 +113,9 @@ def run_demo() -> int:
     else:
         print("\n3. Ported to every installed framework, each run natively on the same input:")
     outputs = {"numpy float64": reference}
+    status.show("porting to every installed framework...")
     outputs.update(_run_ported(source, x_probe))
+    status.clear()
     width = max(len(name) for name in outputs)
     for name, out in outputs.items():
         diff = float(np.abs(np.asarray(out, np.float64) - reference).max())
@@ -126,7 +134,9 @@ def run_demo() -> int:
     _enable_jax_x64()
     cases = [make_case("trained ReLU LSTM", relu_lstm, weights),
              make_case("GELU-update GRU", gelu_gru, init_weights(gelu_gru, seed=2))]
-    rows = run_check(cases, gradients=False, keras=False, keras_in_process=True)
+    rows = run_check(cases, gradients=False, keras=False, keras_in_process=True,
+                     progress=status.progress)
+    status.clear()
     print(format_rows(rows))
     bad = [r for r in rows if not r.ok]
     print(f"\n{len(rows) - len(bad)} of {len(rows)} rows within tolerance; "
