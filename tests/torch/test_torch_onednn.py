@@ -34,10 +34,9 @@ needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),
                                   reason="this torch build has no oneDNN")
 
 
-@pytest.fixture
-def onednn_calls(monkeypatch):
-    """The oneDNN GEMMs the custom path issues: ``(rows, packed)`` per call, ``packed``
-    true for a weight reordered once per scan (the recurrent GEMMs)."""
+def _record_onednn(monkeypatch):
+    """The oneDNN GEMMs the custom path issues from now on: ``(rows, packed)`` per call,
+    ``packed`` true for a weight reordered once per scan (the recurrent GEMMs)."""
     calls = []
     packed_ids = set()
     real_pack, real_linear = kernels._onednn_pack, kernels._onednn_linear
@@ -52,12 +51,18 @@ def onednn_calls(monkeypatch):
         calls.append((x.shape[0], id(w) in packed_ids))
         return real_linear(x, w, *args)
 
-    # the suite's small specs: pack every recurrent weight, whatever its width and steps
-    monkeypatch.setitem(kernels._ONEDNN, "min_inner", 1)
-    monkeypatch.setitem(kernels._ONEDNN, "min_steps", 1)
     monkeypatch.setattr(kernels, "_onednn_pack", packing)
     monkeypatch.setattr(kernels, "_onednn_linear", counting)
     return calls
+
+
+@pytest.fixture
+def onednn_calls(monkeypatch):
+    """:func:`_record_onednn` with every recurrent weight packed, whatever its width and
+    steps (the suite's specs are small)."""
+    monkeypatch.setitem(kernels._ONEDNN, "min_inner", 1)
+    monkeypatch.setitem(kernels._ONEDNN, "min_steps", 1)
+    return _record_onednn(monkeypatch)
 
 
 def _recurrent_gemms(spec, steps):
@@ -122,25 +127,11 @@ def test_float32_onednn_gradients_match_float64_path(spec, onednn_calls):
 def test_recurrent_weights_are_packed_where_packing_pays(hidden, steps, packs, monkeypatch):
     """The default rule (``_ONEDNN``'s ``min_inner`` and ``min_steps``): which step GEMMs run
     on a packed weight, and the outputs match the oracle either way."""
-    packed_ids, packed_calls = set(), []
-    real_pack, real_linear = kernels._onednn_pack, kernels._onednn_linear
-
-    def packing(w, batch, n_steps):
-        packed = real_pack(w, batch, n_steps)
-        if packed is not None:
-            packed_ids.add(id(packed))
-        return packed
-
-    def counting(x, w, *args):
-        packed_calls.append(id(w) in packed_ids)
-        return real_linear(x, w, *args)
-
-    monkeypatch.setattr(kernels, "_onednn_pack", packing)
-    monkeypatch.setattr(kernels, "_onednn_linear", counting)
+    calls = _record_onednn(monkeypatch)
     spec = unirnn.lstm(4, hidden, activation="relu")
     weights = nonzero_weights(spec, scale=0.1)
     x = np.random.default_rng(0).standard_normal((2, steps, 4))
     result = torch_backend.evaluate(spec, weights, x, dtype="float32")
     ref_out, _ = oracle.run(spec, weights, x, None, None)
     assert max_rel_error(result.outputs, ref_out) <= TOL["float32"]
-    assert sum(packed_calls) == (steps if packs else 0)
+    assert sum(packed for _, packed in calls) == (steps if packs else 0)
