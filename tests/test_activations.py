@@ -36,6 +36,7 @@ EXPECTED = {
     "elu(0.5)": lambda v: v if v > 0 else 0.5 * (math.exp(v) - 1),
     "leaky_relu": lambda v: v if v >= 0 else 0.01 * v,
     "leaky_relu(0.2)": lambda v: v if v >= 0 else 0.2 * v,
+    "min_g": lambda v: v + 0.5 if v >= 0 else 1 / (1 + math.exp(-v)),
 }
 
 

@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "unirnn"
 LAYERS = [
     ("spec/weights", ("unirnn._errors", "unirnn._gates", "unirnn._assumed", "unirnn._spec",
                       "unirnn._weights", "unirnn._activations", "unirnn._extras",
-                      "unirnn._evaluation", "unirnn._file")),
-    ("cells", ("unirnn._cells",)),
+                      "unirnn._evaluation", "unirnn._file", "unirnn._families")),
+    ("cells", ("unirnn._cells", "unirnn._cell_families")),
     ("layouts", ("unirnn.layouts",)),
     ("stack", ("unirnn._stack", "unirnn._inputs")),
     ("backends", ("unirnn.backends",)),

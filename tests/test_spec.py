@@ -45,8 +45,8 @@ def test_activation_canonical_spelling():
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: unirnn.Spec("transformer", 3, 4), "family: expected one of rnn, lstm, gru; "
-                                                   "received 'transformer'"),
+        (lambda: unirnn.Spec("transformer", 3, 4), "family: 'transformer' is not registered; "
+                                                   "registered families: rnn, lstm, gru"),
         (lambda: unirnn.lstm(0, 4), "input_size: expected an integer >= 1; received 0"),
         (lambda: unirnn.lstm(3, 2.5), "hidden_size: expected an integer >= 1; received 2.5"),
         (lambda: unirnn.gru(3, 4, num_layers=0), "num_layers"),
@@ -59,7 +59,7 @@ def test_activation_canonical_spelling():
         (lambda: unirnn.rnn(3, 4, activations={"h": "leaky_relu(1, 2)"}), "takes 1 parameter"),
         (lambda: unirnn.rnn(3, 4, activations={"h": "leaky_relu(a)"}), "must be numbers"),
         (lambda: unirnn.rnn(3, 4, activations={"h": "tanh(("}), "malformed activation"),
-        (lambda: unirnn.gru(3, 4, reset="middle"), "reset: expected 'after' or 'before'"),
+        (lambda: unirnn.gru(3, 4, reset="middle"), "reset: expected 'after', 'before' or 'none'"),
         (lambda: unirnn.gru(3, 4, update="z"), "update: expected 'old'"),
         (lambda: unirnn.lstm(3, 4, proj_size=4), "proj_size: expected less than hidden_size"),
         (lambda: unirnn.lstm(3, 4, proj_size=-1), "proj_size"),

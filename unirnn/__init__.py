@@ -19,6 +19,9 @@ from typing import Any
 
 from ._activations import activation_names, register_activation
 from ._assumed import SpecAndWeights
+from ._cells import Cell, Ops
+from . import _cell_families  # noqa: F401  (registers ln_lstm, ln_gru, indrnn, mingru, minlstm)
+from ._families import Family, Param, family_names, register_family
 from ._errors import FileFormatError, InputError, SpecError, UnirnnError, WeightsError
 from ._extras import EXTRAS, missing
 from ._file import load
@@ -46,10 +49,14 @@ _LAZY = {
 
 __all__ = [
     "BACKENDS",
+    "Cell",
     "FAMILIES",
+    "Family",
     "FileFormatError",
     "InputError",
     "GATE_ORDER",
+    "Ops",
+    "Param",
     "ROLES",
     "Spec",
     "SpecAndWeights",
@@ -60,6 +67,7 @@ __all__ = [
     "activation_names",
     "build",
     "explain",
+    "family_names",
     "from_gates",
     "check_weights",
     "gru",
@@ -69,6 +77,7 @@ __all__ = [
     "preset",
     "preset_names",
     "register_activation",
+    "register_family",
     "rnn",
     "save",
     "to_gates",

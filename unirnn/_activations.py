@@ -143,6 +143,13 @@ _builtin(
     params=(("alpha", 0.01),),
 )
 
+_builtin(
+    "min_g",
+    "x + 1/2 if x >= 0 else sigmoid(x)  (minGRU/minLSTM's g: positive, continuous, for the "
+    "log-space scan)",
+    lambda x: np.where(x >= 0, x + 0.5, _np_sigmoid(x)).astype(x.dtype, copy=False),
+)
+
 BUILTIN_NAMES = tuple(_REGISTRY)
 
 _NAME_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")

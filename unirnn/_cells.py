@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from ._families import get_family, register_family
 from ._spec import Spec
 
 __all__ = ["Cell", "Ops", "folded_bias_rows", "make_cell", "split_points"]
@@ -63,6 +64,28 @@ class Ops(Protocol):
         """The one-argument function for an activation name as written in a spec."""
         ...
 
+    def layer_norm(self, x: Array, scale: Array, offset: Array | None,
+                   eps: float = 1e-5) -> Array:
+        """``(x - mean) / sqrt(var + eps) * scale (+ offset)`` over the last axis, with the
+        biased variance (``torch.nn.functional.layer_norm``)."""
+        ...
+
+    def log(self, x: Array) -> Array:
+        """Elementwise natural logarithm."""
+        ...
+
+    def where(self, condition: Array, a: Array, b: Array) -> Array:
+        """Elementwise ``a`` where ``condition``, else ``b``."""
+        ...
+
+    def linear_scan(self, log_a: Array, b: Array, log_b: Array | None, h0: Array) -> Array:
+        """Every ``h_t`` of ``h_t = a_t * h_{t-1} + b_t`` at once, over time-major
+        ``(T, N, H)`` coefficients (``log_a = log a_t``, ``a_t > 0``) from ``h0``
+        ``(N, H)``: a parallel scan (torch: ``cumsum``/``logcumsumexp`` in log space, jax:
+        ``lax.associative_scan``, Keras: ``keras.ops.associative_scan``). ``log_b``, when
+        given, is ``log b_t`` (all ``b_t > 0``), which a log-space scan uses directly."""
+        ...
+
 
 Carry = tuple[Any, ...]
 
@@ -79,6 +102,12 @@ class Cell:
         self.act = {role: ops.activation(name) for role, name in spec.activations.items()}
         self._bias_of = self.recurrent_weights()
 
+    def project(self, params: Mapping[str, Array], x: Array) -> Array:
+        """The input's part of every step at once, ``x`` time-major ``(T, N, I_k)``: by
+        default ``W_x x + b_x`` (one GEMM, which a backend may run its own way). A family
+        that transforms the projection (a layer norm) overrides it."""
+        return self.ops.linear(x, params["w_x"], params.get("b_x"))
+
     def prepare(self, params: Mapping[str, Array]) -> dict[str, Any]:
         """Per layer and direction, once: the step's parameters (``w_h``, ``b_h``, ...)."""
         return {"w_h": params["w_h"], "b_h": params.get("b_h")}
@@ -88,6 +117,12 @@ class Cell:
         its bias (``None``: no bias), e.g. ``{"w_h": "b_h"}``."""
         return {"w_h": "b_h"}
 
+    @classmethod
+    def folded_bias_rows(cls, spec: Spec) -> int:
+        """How many leading rows of ``b_h`` add to their gates' pre-activations unchanged
+        (:func:`folded_bias_rows`): all ``G*H`` unless a family says fewer."""
+        return spec.num_gates * spec.hidden_size
+
     def _recurrent(self, p: Mapping[str, Any], name: str, x: Array) -> Array:
         bias = self._bias_of[name]
         return self.ops.recurrent(name, x, p[name], None if bias is None else p[bias])
@@ -95,6 +130,35 @@ class Cell:
     def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
         """One time step: ``xp`` is this step's projected input ``W_x x_t + b_x``."""
         raise NotImplementedError
+
+    def linear_recurrence(self, p: Mapping[str, Any], xp: Array
+                          ) -> tuple[Array, Array, Array | None] | None:
+        """For a family whose state follows ``h_t = a_t * h_{t-1} + b_t`` with ``a_t`` and
+        ``b_t`` functions of the input alone (minGRU, minLSTM): ``(log_a, b, log_b)`` over
+        all of time-major ``xp`` (``log_b`` ``None`` unless every ``b_t > 0``), so a backend
+        runs the whole sequence as one parallel scan (:meth:`Ops.linear_scan`). ``None``
+        (the default): the family has per-step dependencies and is stepped."""
+        return None
+
+    def parallel(self, p: Mapping[str, Any], xp: Array, carry: Carry, valid: Array | None
+                 ) -> tuple[Array, Carry] | None:
+        """The whole scan at once when :meth:`linear_recurrence` allows it: ``(outputs,
+        final carry)`` with the sequential meaning of ``valid`` (a masked step keeps the
+        state and outputs zero); ``None`` otherwise."""
+        recurrence = self.linear_recurrence(p, xp)
+        if recurrence is None:
+            return None
+        log_a, b, log_b = recurrence
+        ops = self.ops
+        if valid is not None:  # a masked step: a = 1, b = 0, so h is held
+            log_a = ops.where(valid, log_a, 0.0 * log_a)
+            b = ops.where(valid, b, 0.0 * b)
+            log_b = None
+        hs = ops.linear_scan(log_a, b, log_b, carry[0])
+        final = hs[-1]
+        if valid is not None:
+            hs = ops.where(valid, hs, 0.0 * hs)
+        return hs, (final,)
 
 
 class RNNCell(Cell):
@@ -109,8 +173,15 @@ class GRUCell(Cell):
         # r and z with one activation: one call over their adjacent blocks
         self._rz_together = spec.activations["r"] == spec.activations["z"]
 
+    @classmethod
+    def folded_bias_rows(cls, spec: Spec) -> int:
+        # reset after: b_hn is multiplied by r, so only b_hr and b_hz fold
+        if spec.reset == "after":
+            return 2 * spec.hidden_size
+        return spec.num_gates * spec.hidden_size
+
     def prepare(self, params: Mapping[str, Array]) -> dict[str, Any]:
-        if self.spec.reset == "after":
+        if self.spec.reset != "before":
             return super().prepare(params)
         # Reset before: r multiplies h ahead of W_hn, so the r/z and n blocks of the
         # recurrent GEMM are separate; split them here rather than at every step.
@@ -124,7 +195,7 @@ class GRUCell(Cell):
         }
 
     def recurrent_weights(self) -> dict[str, str | None]:
-        if self.spec.reset == "after":
+        if self.spec.reset != "before":
             return {"w_h": "b_h"}
         return {"w_hrz": "b_hrz", "w_hn": "b_hn"}
 
@@ -139,6 +210,13 @@ class GRUCell(Cell):
     def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
         ops, act, H = self.ops, self.act, self.spec.hidden_size
         (h,) = carry
+        if self.spec.reset == "none":  # gates z, n: no reset gate
+            x_z, x_n = ops.split(xp, 2)
+            h_z, h_n = ops.split(self._recurrent(p, "w_h", h), 2)
+            z = act["z"](x_z + h_z)
+            n = act["n"](x_n + h_n)
+            h = ops.lerp(h, n, z) if self.spec.update == "new" else ops.lerp(n, h, z)
+            return (h,), h
         x_rz, x_n = ops.split(xp, [2 * H, H])
         if self.spec.reset == "after":
             h_rz, h_n = ops.split(self._recurrent(p, "w_h", h), [2 * H, H])
@@ -167,11 +245,16 @@ class LSTMCell(Cell):
     def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
         ops, act, spec = self.ops, self.act, self.spec
         h, c = carry
-        a_i, a_f, a_g, a_o = ops.split(xp + self._recurrent(p, "w_h", h), 4)
-        if spec.peepholes:
-            a_i = a_i + p["p_i"] * c
-            a_f = a_f + p["p_f"] * c
-        c = act["f"](a_f) * c + act["i"](a_i) * act["g"](a_g)
+        if spec.coupled:  # gates f, g, o and i = 1 - f
+            a_f, a_g, a_o = ops.split(xp + self._recurrent(p, "w_h", h), 3)
+            f = act["f"](a_f)
+            c = ops.lerp(act["g"](a_g), c, f)  # f * c + (1 - f) * g
+        else:
+            a_i, a_f, a_g, a_o = ops.split(xp + self._recurrent(p, "w_h", h), 4)
+            if spec.peepholes:
+                a_i = a_i + p["p_i"] * c
+                a_f = a_f + p["p_f"] * c
+            c = act["f"](a_f) * c + act["i"](a_i) * act["g"](a_g)
         if spec.cell_clip is not None:
             c = ops.clip(c, spec.cell_clip)
         if spec.peepholes:
@@ -182,7 +265,32 @@ class LSTMCell(Cell):
         return (h, c), h
 
 
-_CELLS: dict[str, type[Cell]] = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
+def _gru_variant(spec: Spec) -> tuple[tuple[str, ...], Mapping[str, str]]:
+    if spec.reset == "none":
+        return ("z", "n"), {"z": "sigmoid", "n": "tanh"}
+    return ("r", "z", "n"), {"r": "sigmoid", "z": "sigmoid", "n": "tanh"}
+
+
+def _lstm_variant(spec: Spec) -> tuple[tuple[str, ...], Mapping[str, str]]:
+    if spec.coupled:
+        return ("f", "g", "o"), {"f": "sigmoid", "g": "tanh", "o": "sigmoid", "c": "tanh"}
+    return ("i", "f", "g", "o"), {"i": "sigmoid", "f": "sigmoid", "g": "tanh",
+                                  "o": "sigmoid", "c": "tanh"}
+
+
+register_family("rnn", gates=("h",), activations={"h": "tanh"}, cell=RNNCell,
+                doc="Elman RNN: h = act(W_x x + b_x + W_h h + b_h)", _builtin=True)
+register_family("lstm", gates=("i", "f", "g", "o"),
+                activations={"i": "sigmoid", "f": "sigmoid", "g": "tanh", "o": "sigmoid",
+                             "c": "tanh"},
+                cell=LSTMCell, state=("h", "c"), _variant=_lstm_variant,
+                doc="LSTM (i, f, g, o; peepholes, projection, cell clip, coupled gates)",
+                _builtin=True)
+register_family("gru", gates=("r", "z", "n"),
+                activations={"r": "sigmoid", "z": "sigmoid", "n": "tanh"}, cell=GRUCell,
+                _variant=_gru_variant,
+                doc="GRU (r, z, n; reset after, before or none; update old or new)",
+                _builtin=True)
 
 
 def folded_bias_rows(spec: Spec) -> int:
@@ -191,11 +299,10 @@ def folded_bias_rows(spec: Spec) -> int:
     ``b_h`` adds to a gate's pre-activation unchanged, and so folds, everywhere except
     GRU's ``b_hn`` under reset "after", where it is multiplied by ``r``
     (``n = act(W_xn x + b_xn + r * (W_hn h + b_hn))``): rnn and lstm ``G*H`` (all), gru
-    reset "before" ``3H`` (all), gru reset "after" ``2H`` (``b_hr``, ``b_hz``).
+    reset "before" or "none" (all), gru reset "after" ``2H`` (``b_hr``, ``b_hz``); each
+    family's cell says (:meth:`Cell.folded_bias_rows`).
     """
-    if spec.family == "gru" and spec.reset == "after":
-        return 2 * spec.hidden_size
-    return spec.num_gates * spec.hidden_size
+    return get_family(spec.family).cell.folded_bias_rows(spec)
 
 
 def split_points(sections: Sequence[int]) -> list[int]:
@@ -210,4 +317,4 @@ def split_points(sections: Sequence[int]) -> list[int]:
 
 def make_cell(spec: Spec, ops: Ops) -> Cell:
     """The cell of ``spec.family`` bound to ``ops``."""
-    return _CELLS[spec.family](spec, ops)
+    return get_family(spec.family).cell(spec, ops)

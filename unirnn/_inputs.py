@@ -92,13 +92,13 @@ def state_shapes(spec: Spec, batch: int) -> tuple[tuple[int, ...], ...]:
     """Shapes of the torch-shaped state: ``h`` ``(L*D, N, P)`` and, for lstm, ``c``."""
     rows = spec.num_layers * spec.num_directions
     h = (rows, batch, spec.output_size)
-    if spec.family == "lstm":
+    if spec.has_cell_state:
         return h, (rows, batch, spec.hidden_size)
     return (h,)
 
 
 def _state_names(spec: Spec) -> tuple[str, ...]:
-    return ("h", "c") if spec.family == "lstm" else ("h",)
+    return spec.state_names
 
 
 def check_stacked_state(spec: Spec, state: Any, batch: int, name: str = "initial_state"
@@ -109,7 +109,7 @@ def check_stacked_state(spec: Spec, state: Any, batch: int, name: str = "initial
     ``(L*D, N, H)``; rows are layer 0 forward, layer 0 backward, layer 1 ... ``name`` is
     what the caller calls it (``"hx"`` for torch modules).
     """
-    if spec.family == "lstm":
+    if spec.has_cell_state:
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             what = type(state).__name__ + (f" of length {len(state)}"
                                            if isinstance(state, (tuple, list)) else "")

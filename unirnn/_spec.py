@@ -17,6 +17,7 @@ from typing import Any
 
 from ._activations import canonical_activation
 from ._errors import SpecError
+from ._families import get_family
 
 __all__ = [
     "FAMILIES",
@@ -33,6 +34,8 @@ __all__ = [
 SPEC_FORMAT = 1
 
 FAMILIES = ("rnn", "lstm", "gru")
+"""The families with a native layer in the frameworks; :func:`unirnn.family_names` lists
+every registered one."""
 
 GATE_ORDER: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
@@ -52,7 +55,7 @@ DEFAULT_ACTIVATIONS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     }
 )
 
-RESETS = ("after", "before")
+RESETS = ("after", "before", "none")
 UPDATES = ("old", "new")
 
 # (field, family it applies to, value meaning "not used")
@@ -62,12 +65,13 @@ _FAMILY_OPTIONS: tuple[tuple[str, str, Any], ...] = (
     ("peepholes", "lstm", False),
     ("proj_size", "lstm", 0),
     ("cell_clip", "lstm", None),
+    ("coupled", "lstm", False),
 )
 
 # keyword arguments of the family constructors beyond the common ones, per family
 _CONSTRUCTOR_OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "rnn": (),
-    "lstm": ("recurrent_activation", "peepholes", "proj_size", "cell_clip"),
+    "lstm": ("recurrent_activation", "peepholes", "proj_size", "cell_clip", "coupled"),
     "gru": ("recurrent_activation", "reset", "update"),
 })
 
@@ -163,8 +167,8 @@ class Spec:
         num_layers: stacked layers ``L``.
         bidirectional: a backward direction per layer; outputs are ``[forward, backward]``.
         dropout: dropout on the outputs of every layer but the last, training only.
-        reset: GRU only, ``"after"`` (torch/cuDNN/Keras default/Flax) or ``"before"`` (d2l,
-            Keras ``reset_after=False``).
+        reset: GRU only, ``"after"`` (torch/cuDNN/Keras default/Flax), ``"before"`` (d2l,
+            Keras ``reset_after=False``) or ``"none"``: no reset gate (gates ``z, n``).
         update: GRU only, which term ``z`` weights: ``"old"`` gives
             ``h_t = z*h_{t-1} + (1-z)*n`` (torch, Keras, Flax, ONNX, d2l), ``"new"`` gives
             ``h_t = (1-z)*h_{t-1} + z*n`` (haiku).
@@ -172,6 +176,10 @@ class Spec:
         proj_size: LSTM only, projection size ``P`` of ``h`` (0: none; torch ``proj_size``).
         cell_clip: LSTM only, clamp the cell state ``c_t`` to ``[-cell_clip, cell_clip]``
             after its update (TF's ``LSTMCell(cell_clip=...)``); ``None``: no clip.
+        coupled: LSTM only, ``i = 1 - f`` (gates ``f, g, o``; ONNX ``input_forget``).
+
+    ``family`` may also name any registered family (:func:`unirnn.register_family`,
+    :func:`unirnn.family_names`: ln_lstm, ln_gru, indrnn, mingru, minlstm and the user's).
     """
 
     family: str
@@ -187,19 +195,20 @@ class Spec:
     peepholes: bool = False
     proj_size: int = 0
     cell_clip: float | None = None
+    coupled: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        if self.family not in FAMILIES:
-            raise SpecError(
-                f"family: expected one of {', '.join(FAMILIES)}; received {self.family!r}"
-            )
+        if not isinstance(self.family, str):
+            raise SpecError(f"family: expected a family name such as 'gru'; received "
+                            f"{self.family!r}")
+        family_def = get_family(self.family)
         for name in ("input_size", "hidden_size", "num_layers"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise SpecError(f"{name}: expected an integer >= 1; received {value!r}")
             set_(self, name, int(value))  # a plain int: np.int64(3) becomes 3
-        for name in ("bias", "bidirectional", "peepholes"):
+        for name in ("bias", "bidirectional", "peepholes", "coupled"):
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise SpecError(f"{name}: expected True or False; received {value!r}")
@@ -217,7 +226,8 @@ class Spec:
             reset = "after" if self.reset is None else self.reset
             update = "old" if self.update is None else self.update
             if reset not in RESETS:
-                raise SpecError(f"reset: expected 'after' or 'before'; received {reset!r}")
+                raise SpecError(f"reset: expected 'after', 'before' or 'none' (no reset "
+                                f"gate); received {reset!r}")
             if update not in UPDATES:
                 raise SpecError(
                     f"update: expected 'old' (h = z*h + (1-z)*n) or 'new' "
@@ -244,20 +254,26 @@ class Spec:
                         f"cell_clip: expected a positive finite number or None; received {clip!r}"
                     )
                 set_(self, "cell_clip", float(clip))
+            if self.coupled and self.peepholes:
+                raise SpecError(
+                    "coupled: coupled input and forget gates (i = 1 - f) take no peepholes "
+                    "in unirnn; received coupled=True with peepholes=True"
+                )
 
         if not isinstance(self.activations, Mapping):
             raise SpecError(
                 f"activations: expected a mapping of role to activation name; "
                 f"received {self.activations!r}"
             )
-        roles = ROLES[self.family]
+        defaults = family_def.default_activations(self)
+        roles = tuple(defaults)
         unknown = [r for r in self.activations if r not in roles]
         if unknown:
             raise SpecError(
                 f"activations: role {unknown[0]!r} does not exist for family {self.family!r}; "
                 f"expected roles {', '.join(roles)}"
             )
-        merged = dict(DEFAULT_ACTIVATIONS[self.family])
+        merged = dict(defaults)
         for role, name in self.activations.items():
             try:
                 merged[role] = canonical_activation(name)
@@ -271,13 +287,39 @@ class Spec:
     # -- derived sizes ----------------------------------------------------------------
 
     @property
+    def family_def(self) -> Any:
+        """The registered :class:`unirnn.Family` of ``family``."""
+        return get_family(self.family)
+
+    @property
     def gate_order(self) -> tuple[str, ...]:
-        return GATE_ORDER[self.family]
+        """The row blocks of ``w_x``/``w_h`` in order (lstm ``i, f, g, o``...)."""
+        return get_family(self.family).gate_order(self)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The activation roles, in order."""
+        return tuple(self.activations)
 
     @property
     def num_gates(self) -> int:
-        """``G``: 1 for rnn, 4 for lstm, 3 for gru."""
-        return len(GATE_ORDER[self.family])
+        """``G``: 1 for rnn, 4 for lstm, 3 for gru (2 with ``reset="none"``, 3 coupled)."""
+        return len(self.gate_order)
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The carry's parts: ``("h",)`` or ``("h", "c")`` (lstm and its kin)."""
+        return get_family(self.family).state
+
+    @property
+    def has_cell_state(self) -> bool:
+        """Whether the state is ``(h, c)``."""
+        return len(self.state_names) == 2
+
+    @property
+    def native_family(self) -> bool:
+        """Whether the family is one of the frameworks' own (rnn, lstm, gru)."""
+        return self.family in FAMILIES
 
     @property
     def num_directions(self) -> int:
@@ -310,6 +352,8 @@ class Spec:
             parts.append(f"proj_size={self.proj_size}")
         if self.cell_clip is not None:
             parts.append(f"cell_clip={self.cell_clip}")
+        if self.coupled:
+            parts.append("coupled (i = 1 - f)")
         if not self.bias:
             parts.append("no bias")
         parts.append(f"layers={self.num_layers}" + (" bidirectional" if self.bidirectional
@@ -323,6 +367,8 @@ class Spec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["activations"] = dict(self.activations)
+        if not data["coupled"]:
+            del data["coupled"]  # files without coupled gates read in unirnn before them
         return {"format": SPEC_FORMAT, **data}
 
     def to_json(self) -> str:
@@ -379,6 +425,7 @@ def _activations(
     activation: str | None,
     recurrent_activation: str | None,
     activations: Mapping[str, str] | None,
+    absent: str = "",
 ) -> dict[str, str]:
     """Merge the Keras-style shorthands with per-role overrides (overrides win)."""
     for option, value in (("activation", activation),
@@ -403,6 +450,7 @@ def _activations(
     else:
         if activation is not None:
             merged["h"] = activation
+    merged.pop(absent, None)  # a gate the options remove (gru reset "none", coupled lstm)
     if activations is not None:
         if not isinstance(activations, Mapping):
             raise SpecError(
@@ -460,6 +508,7 @@ def lstm(
     peepholes: bool = False,
     proj_size: int = 0,
     cell_clip: float | None = None,
+    coupled: bool = False,
     num_layers: int = 1,
     bidirectional: bool = False,
     dropout: float = 0.0,
@@ -469,7 +518,9 @@ def lstm(
 
     ``activation`` sets the candidate ``g`` and the cell output ``c`` together, and
     ``recurrent_activation`` the gates ``i, f, o``, exactly as Keras' ``LSTM`` does;
-    ``activations={"c": "relu"}`` overrides a single role. GRU options (``reset``,
+    ``activations={"c": "relu"}`` overrides a single role. ``coupled=True`` couples the
+    input and forget gates, ``i = 1 - f`` (ONNX ``input_forget=1``, TFLite's CIFG): the
+    gates are then ``f, g, o`` and ``w_x``/``w_h`` have ``3H`` rows. GRU options (``reset``,
     ``update``) raise a ValueError naming the option and its family.
 
     Example (Keras' ``LSTM(64, activation='relu', recurrent_activation='sigmoid')``):
@@ -482,7 +533,8 @@ def lstm(
         "lstm",
         input_size,
         hidden_size,
-        _activations("lstm", activation, recurrent_activation, activations),
+        _activations("lstm", activation, recurrent_activation, activations,
+                     absent="i" if coupled is True else ""),
         bias=bias,
         num_layers=num_layers,
         bidirectional=bidirectional,
@@ -490,6 +542,7 @@ def lstm(
         peepholes=peepholes,
         proj_size=proj_size,
         cell_clip=cell_clip,
+        coupled=coupled,
         **_family_options("lstm", others),
     )
 
@@ -513,7 +566,9 @@ def gru(
 
     ``activation`` is the candidate ``n`` and ``recurrent_activation`` the gates ``r, z``
     (Keras' meaning); ``activations={"z": "gelu"}`` overrides one gate. ``reset`` picks
-    where the reset gate applies, ``update`` which term ``z`` weights (see :class:`Spec`).
+    where the reset gate applies, or ``"none"`` for a GRU without one (gates ``z, n``:
+    ``n = act_n(W_xn x + b_xn + W_hn h + b_hn)``), ``update`` which term ``z`` weights
+    (see :class:`Spec`).
     LSTM options (``peepholes``, ``proj_size``, ``cell_clip``) raise a ValueError naming
     the option and its family.
 
@@ -526,7 +581,8 @@ def gru(
         "gru",
         input_size,
         hidden_size,
-        _activations("gru", activation, recurrent_activation, activations),
+        _activations("gru", activation, recurrent_activation, activations,
+                     absent="r" if reset == "none" else ""),
         bias=bias,
         num_layers=num_layers,
         bidirectional=bidirectional,

@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._errors import SpecError, WeightsError
+from ._families import check_params, get_family
 from ._spec import Spec
 
 __all__ = ["Weights", "check_weights", "init_weights", "weight_shapes"]
@@ -39,15 +40,26 @@ def weight_name(layer: int, direction: str, tensor: str) -> str:
 
 def layer_shapes(spec: Spec, input_size: int) -> dict[str, tuple[int, ...]]:
     """One layer and direction's tensors by short name (``w_x``...) for ``input_size``."""
+    return {name: shape for name, (shape, _) in _layer_tensors(spec, input_size).items()}
+
+
+def _layer_tensors(spec: Spec, input_size: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    """One layer and direction's tensors: short name -> (shape, how it is initialised)."""
+    family = get_family(spec.family)
     G, H, P = spec.num_gates, spec.hidden_size, spec.output_size
-    tensors: dict[str, tuple[int, ...]] = {"w_x": (G * H, input_size), "w_h": (G * H, P)}
+    tensors: dict[str, tuple[tuple[int, ...], str]] = {"w_x": ((G * H, input_size), "uniform")}
+    if family.recurrent:
+        tensors["w_h"] = ((G * H, P), "uniform")
     if spec.bias:
-        tensors["b_x"] = (G * H,)
-        tensors["b_h"] = (G * H,)
+        tensors["b_x"] = ((G * H,), "uniform")
+        if family.recurrent:
+            tensors["b_h"] = ((G * H,), "uniform")
     if spec.peepholes:
-        tensors["p"] = (3 * H,)
+        tensors["p"] = ((3 * H,), "uniform")
     if spec.proj_size:
-        tensors["w_r"] = (P, H)
+        tensors["w_r"] = ((P, H), "uniform")
+    for name, param in check_params(family, spec).items():
+        tensors[name] = (tuple(param.shape), param.init)
     return tensors
 
 
@@ -255,9 +267,14 @@ def init_weights(spec: Spec, seed: int = 0, dtype: DTypeLike = np.float32) -> We
     check_fits(spec, dtype)
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(spec.hidden_size)
-    return Weights(
-        {
-            name: rng.uniform(-bound, bound, size=shape).astype(dtype)
-            for name, shape in weight_shapes(spec).items()
-        }
-    )
+    weights = {}
+    for layer in range(spec.num_layers):
+        for direction in spec.directions:
+            for tensor, (shape, init) in _layer_tensors(spec,
+                                                        spec.layer_input_size(layer)).items():
+                if init == "uniform":
+                    value = rng.uniform(-bound, bound, size=shape)
+                else:
+                    value = np.full(shape, 1.0 if init == "ones" else 0.0)
+                weights[weight_name(layer, direction, tensor)] = value.astype(dtype)
+    return Weights(weights)

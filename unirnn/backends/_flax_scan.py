@@ -54,6 +54,7 @@ JAX_ACTIVATIONS: Mapping[str, Callable[..., Array]] = {
     "softplus": jax.nn.softplus,
     "elu": _elu,
     "leaky_relu": lambda x, alpha: jnp.where(x >= 0, x, alpha * x),
+    "min_g": lambda x: jnp.where(x >= 0, x + 0.5, jax.nn.sigmoid(x)),
 }
 """jax implementations of every built-in activation (formulas in :mod:`unirnn._activations`)."""
 

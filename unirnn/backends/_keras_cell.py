@@ -80,6 +80,7 @@ KERAS_ACTIVATIONS: Mapping[str, Callable[..., Any]] = {
     "softplus": ops.softplus,
     "elu": lambda x, alpha: ops.elu(x, alpha=alpha),
     "leaky_relu": _leaky_relu,
+    "min_g": lambda x: ops.where(x >= 0, x + 0.5, ops.sigmoid(x)),
 }
 """Every built-in activation of :mod:`unirnn._activations` on ``keras.ops`` (backend key
 ``"keras"``), each the formula of its registry entry."""

@@ -44,6 +44,7 @@ TORCH_ACTIVATIONS: Mapping[str, Callable[..., Tensor]] = {
     "softplus": _softplus,
     "elu": lambda x, alpha: F.elu(x, alpha),
     "leaky_relu": lambda x, alpha: F.leaky_relu(x, alpha),
+    "min_g": lambda x: torch.where(x >= 0, x + 0.5, torch.sigmoid(x)),
 }
 """torch implementations of every built-in activation (``f(x, *params)``)."""
 

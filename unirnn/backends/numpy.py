@@ -51,6 +51,25 @@ class NumpyOps:
     def activation(self, name: str) -> Callable[[np.ndarray], np.ndarray]:
         return resolve_activation(name, "numpy", NUMPY_ACTIVATIONS)
 
+    def layer_norm(self, x: np.ndarray, scale: np.ndarray, offset: np.ndarray | None,
+                   eps: float = 1e-5) -> np.ndarray:
+        mean = x.mean(-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(-1, keepdims=True)
+        y = (x - mean) / np.sqrt(var + eps) * scale
+        return y if offset is None else y + offset
+
+    def log(self, x: np.ndarray) -> np.ndarray:
+        return np.log(x)
+
+    def linear_scan(self, log_a: np.ndarray, b: np.ndarray, log_b: np.ndarray | None,
+                    h0: np.ndarray) -> np.ndarray:
+        # numpy runs the recurrence step by step: it is the reference, not a fast path
+        a, h, hs = np.exp(log_a), h0, []
+        for t in range(a.shape[0]):
+            h = a[t] * h + b[t]
+            hs.append(h)
+        return np.stack(hs)
+
     # the stack runner's ops (unirnn._stack.StackOps), time axis 0
     def concat(self, xs: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(xs, axis=-1)
@@ -146,14 +165,14 @@ class NumpyRNN:
         outputs, finals = run_stack(spec, self.ops, self._scan, x.transpose(1, 0, 2),
                                     unstack_rows(states), lengths=lens)
         final = stack_rows(self.ops, finals)
-        return outputs.transpose(1, 0, 2), (final if spec.family == "lstm" else final[0])
+        return outputs.transpose(1, 0, 2), (final if spec.has_cell_state else final[0])
 
     def _scan(self, layer: int, direction: str, x: np.ndarray, carry: Carry,
               valid: np.ndarray | None) -> tuple[np.ndarray, Carry]:
         """One layer and direction over time-major ``x`` (:class:`unirnn._stack.Scan`)."""
         params = self._params[layer, direction]
         prepared = self._prepared[layer, direction]
-        xp = self.ops.linear(x, params["w_x"], params.get("b_x"))  # all steps, one GEMM
+        xp = self.cell.project(params, x)  # all steps, one GEMM
         outputs = []
         for t in range(x.shape[0]):
             new_carry, y = self.cell.step(prepared, xp[t], carry)

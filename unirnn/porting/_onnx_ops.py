@@ -132,6 +132,8 @@ _BUILTINS: dict[str, Callable[..., str]] = {
     "softplus": _softplus,
     "elu": _elu,
     "leaky_relu": _leaky_relu,
+    "min_g": lambda g, x: g.op("Where", g.op("Less", x, g.const(0.0)), g.op("Sigmoid", x),
+                               g.op("Add", x, g.const(0.5))),
 }
 
 
