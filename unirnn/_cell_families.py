@@ -127,11 +127,14 @@ class MinGRUCell(Cell):
         h = self.ops.lerp(carry[0], self.act["h"](a_h), self.act["z"](a_z))
         return (h,), h
 
+    def has_parallel_form(self) -> bool:
+        return self.spec.activations["z"] == "sigmoid"  # log(1 - z) = -softplus(a_z)
+
     def linear_recurrence(self, p: Mapping[str, Any], xp: Array
                           ) -> tuple[Array, Array, Array | None] | None:
         acts = self.spec.activations
-        if acts["z"] != "sigmoid":
-            return None  # the log-space coefficients below are sigmoid's
+        if not self.has_parallel_form():
+            return None
         ops = self.ops
         softplus = ops.activation("softplus")
         a_z, a_h = ops.split(xp, 2)
@@ -156,10 +159,14 @@ class MinLSTMCell(Cell):
         h = (f * carry[0] + i * self.act["h"](a_h)) / (f + i)
         return (h,), h
 
+    def has_parallel_form(self) -> bool:
+        acts = self.spec.activations
+        return acts["f"] == acts["i"] == "sigmoid"
+
     def linear_recurrence(self, p: Mapping[str, Any], xp: Array
                           ) -> tuple[Array, Array, Array | None] | None:
         acts = self.spec.activations
-        if acts["f"] != "sigmoid" or acts["i"] != "sigmoid":
+        if not self.has_parallel_form():
             return None
         ops = self.ops
         softplus = ops.activation("softplus")

@@ -131,6 +131,11 @@ class Cell:
         """One time step: ``xp`` is this step's projected input ``W_x x_t + b_x``."""
         raise NotImplementedError
 
+    def has_parallel_form(self) -> bool:
+        """Whether :meth:`linear_recurrence` applies to this spec (a backend's ``kernel``
+        says so)."""
+        return False
+
     def linear_recurrence(self, p: Mapping[str, Any], xp: Array
                           ) -> tuple[Array, Array, Array | None] | None:
         """For a family whose state follows ``h_t = a_t * h_{t-1} + b_t`` with ``a_t`` and
@@ -171,7 +176,8 @@ class GRUCell(Cell):
     def __init__(self, spec: Spec, ops: Ops) -> None:
         super().__init__(spec, ops)
         # r and z with one activation: one call over their adjacent blocks
-        self._rz_together = spec.activations["r"] == spec.activations["z"]
+        self._rz_together = spec.reset != "none" and \
+            spec.activations["r"] == spec.activations["z"]
 
     @classmethod
     def folded_bias_rows(cls, spec: Spec) -> int:

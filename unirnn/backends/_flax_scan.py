@@ -172,7 +172,7 @@ def apply_cell(cell: Cell, tensors: Mapping[str, Array], dtype: Any, carry: Any,
 
 def to_internal_carry(spec: Spec, carry: Any) -> Carry:
     """Flax carry (``h`` or lstm ``(c, h)``) to the shared cells' ``(h,)`` / ``(h, c)``."""
-    if spec.family == "lstm":
+    if spec.has_cell_state:
         c, h = carry
         return (h, c)
     return (carry,)
@@ -180,7 +180,7 @@ def to_internal_carry(spec: Spec, carry: Any) -> Carry:
 
 def to_flax_carry(spec: Spec, carry: Carry) -> Any:
     """The shared cells' ``(h,)`` / ``(h, c)`` to Flax's ``h`` / ``(c, h)``."""
-    if spec.family == "lstm":
+    if spec.has_cell_state:
         h, c = carry
         return (c, h)
     return carry[0]
@@ -189,7 +189,7 @@ def to_flax_carry(spec: Spec, carry: Carry) -> Any:
 def zero_carry(spec: Spec, batch_dims: tuple[int, ...], dtype: Any) -> Any:
     """Flax-ordered zero carry: ``h`` ``(*batch, P)``; lstm ``(c (*batch, H), h)``."""
     h = jnp.zeros((*batch_dims, spec.output_size), dtype)
-    if spec.family == "lstm":
+    if spec.has_cell_state:
         return (jnp.zeros((*batch_dims, spec.hidden_size), dtype), h)
     return h
 
@@ -337,7 +337,7 @@ def _carries(spec: Spec, initial_carry: Any, batch: int, dtype: Any) -> list[Any
         )
     flat = [leaf for carry in initial_carry for leaf in jax.tree_util.tree_leaves(carry)]
     check_state_list(spec, flat, batch, "initial_carry",
-                     ("c", "h") if spec.family == "lstm" else ("h",))
+                     ("c", "h") if spec.has_cell_state else ("h",))
     return [jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), c) for c in initial_carry]
 
 

@@ -187,7 +187,7 @@ class UniRNNCell(keras.layers.Layer):
         self.spec = spec
         self.layer_index = layer
         P, H = spec.output_size, spec.hidden_size
-        self.state_size = [P, H] if spec.family == "lstm" else [P]
+        self.state_size = [P, H] if spec.has_cell_state else [P]
         self.output_size = P
         self.cell: Cell = make_cell(spec, KerasOps())
         self.build()

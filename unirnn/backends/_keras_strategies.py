@@ -158,7 +158,7 @@ class NativeStrategy:
     def run(self, x: Any, carries: Sequence[Carry] | None, mask: Any, training: Any,
             dropout: Dropout | None) -> tuple[Any, list[Carry]]:
         spec = self.spec
-        D, S = spec.num_directions, 2 if spec.family == "lstm" else 1
+        D, S = spec.num_directions, 2 if spec.has_cell_state else 1
         finals: list[Carry] = []
         for k, layer in enumerate(self.layers):
             if k and dropout is not None:

@@ -131,27 +131,27 @@ class TorchRNNCell(SpecModule):
         if self._vf_name is not None:
             fn = getattr(torch._VF, self._vf_name)
             biases = (self.bias_ih, self.bias_hh) if spec.bias else (None, None)
-            hx_in: Any = states if spec.family == "lstm" else states[0]
+            hx_in: Any = states if spec.has_cell_state else states[0]
             result = fn(x, hx_in, self.weight_ih, self.weight_hh, *biases)
-            new = tuple(result) if spec.family == "lstm" else (result,)
+            new = tuple(result) if spec.has_cell_state else (result,)
         else:
             params = {cname.split(".")[2]: getattr(self, tname)
                       for cname, tname in self._param_names.items()}
             prepared = self._cell.prepare(params)
-            xp = self._ops.linear(x, params["w_x"], params.get("b_x"))
+            xp = self._cell.project(params, x)
             new, _ = self._cell.step(prepared, xp, states)
         if not batched:
             new = tuple(s.squeeze(0) for s in new)
-        return new if spec.family == "lstm" else new[0]
+        return new if spec.has_cell_state else new[0]
 
     def _states(self, hx: Any, x: Tensor, batched: bool) -> tuple[Tensor, ...]:
         spec = self.spec
-        sizes = (spec.output_size, spec.hidden_size) if spec.family == "lstm" \
+        sizes = (spec.output_size, spec.hidden_size) if spec.has_cell_state \
             else (spec.output_size,)
         if hx is None:
             return tuple(torch.zeros(x.shape[0], s, dtype=x.dtype, device=x.device)
                          for s in sizes)
-        given = tuple(hx) if spec.family == "lstm" and isinstance(hx, (tuple, list)) else (hx,)
+        given = tuple(hx) if spec.has_cell_state and isinstance(hx, (tuple, list)) else (hx,)
         names = ("h", "c")[:len(sizes)]
         if len(given) != len(sizes):
             raise InputError(f"hx: expected {'(h, c)' if len(sizes) == 2 else 'h'}; received "

@@ -74,6 +74,17 @@ class TorchOps:
     def activation(self, name: str) -> Callable[[Tensor], Tensor]:
         return resolve_activation(name, "torch", TORCH_ACTIVATIONS)
 
+    def layer_norm(self, x: Tensor, scale: Tensor, offset: Tensor | None,
+                   eps: float = 1e-5) -> Tensor:
+        return F.layer_norm(x, (x.shape[-1],), scale, offset, eps)
+
+    def log(self, x: Tensor) -> Tensor:
+        return torch.log(x)
+
+    def linear_scan(self, log_a: Tensor, b: Tensor, log_b: Tensor | None, h0: Tensor
+                    ) -> Tensor:
+        return log_space_scan(log_a, b, log_b, h0)
+
     # the stack runner's ops (unirnn._stack.StackOps), time axis 0
     def concat(self, xs: list[Tensor]) -> Tensor:
         return torch.cat(xs, dim=-1)
@@ -92,6 +103,29 @@ class TorchOps:
 
     def where(self, condition: Tensor, a: Any, b: Any) -> Tensor:
         return torch.where(condition, a, b)
+
+
+_NEG = -1e30  # log of "no contribution": finite, so logcumsumexp's gradient stays finite
+
+
+def log_space_scan(log_a: Tensor, b: Tensor, log_b: Tensor | None, h0: Tensor) -> Tensor:
+    """Every ``h_t = a_t h_{t-1} + b_t`` over time-major ``(T, N, H)`` at once, in log space
+    (Feng et al. 2024, "Were RNNs All We Needed?", appendix): with ``A_t = a_1 ... a_t``,
+    ``h_t = A_t h_0 + sum_{s<=t} (A_t / A_s) b_s``; ``log A`` is a ``cumsum`` and the sum a
+    ``logcumsumexp`` of ``log b_s - log A_s``. ``log_b`` (all ``b > 0``, as minGRU's ``g``
+    gives) is used directly; otherwise ``b``'s positive and negative parts are summed
+    apart. ``h_0`` may have any sign: its term is ``A_t h_0``."""
+    log_A = torch.cumsum(log_a, dim=0)
+    decay = torch.exp(log_A)
+    out = decay * h0
+    if log_b is not None:
+        return out + torch.exp(log_A + torch.logcumsumexp(log_b - log_A, dim=0))
+    for sign, part in ((1.0, b), (-1.0, -b)):
+        positive = part > 0
+        log_part = torch.where(positive, torch.log(torch.where(positive, part, 1.0)), _NEG)
+        term = torch.exp(log_A + torch.logcumsumexp(log_part - log_A, dim=0))
+        out = out + term if sign > 0 else out - term
+    return out
 
 
 def _onednn_pack(w: Tensor, batch: int, steps: int) -> Tensor | None:
@@ -310,7 +344,13 @@ def scan(spec: Spec, cell: Cell, params: Mapping[str, Tensor], x: Tensor,
     ``x[t]`` makes torch's backward quadratic).
     """
     prepared = cell.prepare(params)
-    xp = project_inputs(x, params["w_x"], params.get("b_x"))  # all steps: one GEMM
+    if type(cell).project is Cell.project:
+        xp = project_inputs(x, params["w_x"], params.get("b_x"))  # all steps: one GEMM
+    else:
+        xp = cell.project(params, x)
+    parallel = cell.parallel(prepared, xp, carry, valid)
+    if parallel is not None:  # minGRU, minLSTM: the whole sequence as one scan
+        return parallel
     if not _plain_ops_only():
         defer = torch.is_grad_enabled() and any(p.requires_grad for p in params.values())
         cell = make_cell(spec, _ScanOps(cell, prepared, (xp.shape[0], xp.shape[1]), defer))

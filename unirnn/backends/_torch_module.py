@@ -22,9 +22,11 @@ from ..layouts import SPEC_KEY
 from ..layouts import torch as torch_layout
 from ._torch_kernels import TorchOps, scan
 
-__all__ = ["CUSTOM_KERNEL", "TorchRNN", "torch_dtype"]
+__all__ = ["CUSTOM_KERNEL", "PARALLEL_KERNEL", "TorchRNN", "torch_dtype"]
 
 CUSTOM_KERNEL = "unirnn.torch-loop"
+PARALLEL_KERNEL = "unirnn.torch-parallel-scan"
+"""minGRU, minLSTM: the whole sequence as one log-space scan (``cumsum``/``logcumsumexp``)."""
 
 
 def torch_dtype(dtype: Any) -> torch.dtype:
@@ -139,10 +141,11 @@ class TorchRNN(SpecModule):
                 f"({problem}); use path='auto' or 'custom'"
             )
         self._vf_name = torch_layout.vf_kernel(spec) if path != "custom" else None
-        self.kernel = f"torch._VF.{self._vf_name}" if self._vf_name else CUSTOM_KERNEL
         self.mode = torch_layout.mode(spec)
         self._ops = TorchOps()
         self._cell: Cell = make_cell(spec, self._ops)
+        self.kernel = f"torch._VF.{self._vf_name}" if self._vf_name else \
+            PARALLEL_KERNEL if self._cell.has_parallel_form() else CUSTOM_KERNEL
         names = torch_layout.tensor_names(spec)
         self._param_names: list[tuple[str, str]] = list(names.items())  # (canonical, torch)
         factory = {"dtype": None if dtype is None else torch_dtype(dtype), "device": device}
@@ -286,7 +289,7 @@ class TorchRNN(SpecModule):
         return y, self._state_out(final)
 
     def _state_out(self, final: tuple[Tensor, ...]) -> Any:
-        return final if self.spec.family == "lstm" else final[0]
+        return final if self.spec.has_cell_state else final[0]
 
     def _check_dtype(self, input: Tensor) -> None:
         expected = getattr(self, self._flat_names[0]).dtype
@@ -313,7 +316,7 @@ class TorchRNN(SpecModule):
                 ) -> tuple[Tensor, tuple[Tensor, ...]]:
         fn = getattr(torch._VF, self._vf_name)  # type: ignore[arg-type]
         flat = [getattr(self, name) for name in self._flat_names]
-        hx: Any = states if self.spec.family == "lstm" else states[0]
+        hx: Any = states if self.spec.has_cell_state else states[0]
         common = (self.bias, self.num_layers, float(self.dropout), self.training,
                   self.bidirectional)
         if batch_sizes is None:

@@ -224,7 +224,7 @@ class UniRNN(keras.layers.Layer):
             2 if spec.bidirectional and self.interface.merge_mode is None else 1)
         if not self.return_state:
             return masks[0] if len(masks) == 1 else masks
-        states = spec.num_layers * spec.num_directions * (2 if spec.family == "lstm" else 1)
+        states = spec.num_layers * spec.num_directions * (2 if spec.has_cell_state else 1)
         return masks + [None] * states
 
     def _check_call(self, x: Any, mask: Any, initial_state: Any) -> list[Any] | None:
@@ -251,7 +251,7 @@ class UniRNN(keras.layers.Layer):
     def call(self, inputs: Any, mask: Any = None, initial_state: Any = None,
              training: Any = None) -> Any:
         spec = self.spec
-        S = 2 if spec.family == "lstm" else 1
+        S = 2 if spec.has_cell_state else 1
         given = self._check_call(inputs, mask, initial_state)
         carries = None if given is None else [
             tuple(given[row * S:(row + 1) * S]) for row in range(len(given) // S)]
@@ -412,7 +412,7 @@ def evaluate(
             for tensor, g in layer.canonical_from_arrays(k, direction, arrays, True).items():
                 grads[weight_name(k, direction, tensor)] = g
     result = [ops.convert_to_numpy(r) for r in result]
-    S = 2 if spec.family == "lstm" else 1
+    S = 2 if spec.has_cell_state else 1
     flat = result[1:]
     state_out = tuple(np.stack(flat[i::S]) for i in range(S))
     return Evaluation(result[0], state_out, layer.kernel, grads)

@@ -40,7 +40,7 @@ from .._spec import Spec
 from .._weights import Weights
 from ._torch_cell import CELL_KERNELS, TorchRNNCell
 from ._torch_kernels import TORCH_ACTIVATIONS, TorchOps
-from ._torch_module import CUSTOM_KERNEL, TorchRNN, torch_dtype
+from ._torch_module import CUSTOM_KERNEL, PARALLEL_KERNEL, TorchRNN, torch_dtype
 
 __all__ = [
     "CUSTOM_KERNEL",
@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 KERNELS = ("torch._VF.lstm", "torch._VF.gru", "torch._VF.rnn_tanh", "torch._VF.rnn_relu",
-           CUSTOM_KERNEL, *CELL_KERNELS)
+           CUSTOM_KERNEL, PARALLEL_KERNEL, *CELL_KERNELS)
 """The paths a :class:`TorchRNN` or :class:`TorchRNNCell` runs (its ``.kernel``)."""
 
 
@@ -157,7 +157,7 @@ def evaluate(
     if initial_state is not None:
         given = check_stacked_state(spec, initial_state, xt.shape[0])
         states = tuple(torch.tensor(np.asarray(s), dtype=tdtype, device=device) for s in given)
-        hx = states if spec.family == "lstm" else states[0]
+        hx = states if spec.has_cell_state else states[0]
     grads = None
     if cotangent is None:
         with torch.no_grad():

@@ -19,9 +19,11 @@ which that framework's files carry the spec. No module here imports a framework
 
 from __future__ import annotations
 
+from typing import Any
+
 from .._errors import WeightsError
 
-__all__ = ["GATES", "SPEC_KEY", "family_from_gates"]
+__all__ = ["GATES", "SPEC_KEY", "family_from_gates", "family_problem"]
 
 SPEC_KEY = "unirnn.spec"
 """The key under which a framework's file carries the spec's JSON, where the file has
@@ -31,6 +33,23 @@ root attributes. (``.safetensors`` and Flax trees carry it in their own places:
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 """Gate count per family: the row blocks of ``w_x``/``w_h``."""
+
+
+def family_problem(spec: Any, layer: str) -> str | None:
+    """Why ``layer`` (a framework's own RNN/LSTM/GRU, named for the message) cannot take
+    ``spec``'s family or its structural options, or ``None``: families beyond rnn, lstm
+    and gru (:func:`unirnn.register_family`), a GRU without a reset gate, an LSTM with
+    coupled gates. unirnn's own layer of every backend computes them."""
+    if spec.family not in GATES:
+        return (f"family {spec.family!r}: {layer} has no such cell; unirnn's own layer "
+                f"(the custom path of every backend) computes it")
+    if spec.family == "gru" and spec.reset == "none":
+        return (f"reset='none' (a GRU without a reset gate): {layer} has a reset gate; "
+                f"unirnn's own layer computes it")
+    if spec.family == "lstm" and getattr(spec, "coupled", False):
+        return (f"coupled=True (i = 1 - f): {layer} has no coupled gates; unirnn's own "
+                f"layer computes it")
+    return None
 
 
 def family_from_gates(rows: int, hidden: int, what: str) -> str:

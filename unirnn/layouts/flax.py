@@ -36,7 +36,7 @@ import numpy as np
 from .._cells import folded_bias_rows
 from .._errors import WeightsError
 from .._spec import Spec
-from . import GATES, family_from_gates
+from . import GATES, family_from_gates, family_problem
 from .kernels import from_kernel_layout, to_kernel_layout
 
 __all__ = [
@@ -144,6 +144,9 @@ def native_problem(spec: Spec, cell: str) -> str | None:
 
     if spec.family != family:
         return refuse("family", spec.family, f"it is a {family} cell")
+    problem = family_problem(spec, f"Flax's {cell}")
+    if problem is not None:
+        return problem
     if spec.num_layers != 1 or spec.bidirectional:
         return refuse("num_layers/bidirectional", (spec.num_layers, spec.bidirectional),
                       "it is one layer in one direction; convert each layer separately")

@@ -29,7 +29,7 @@ from .._activations import parse_activation
 from .._cells import folded_bias_rows
 from .._errors import SpecError, WeightsError
 from .._spec import Spec
-from . import family_from_gates
+from . import family_from_gates, family_problem
 
 __all__ = [
     "CELL_VARS",
@@ -154,6 +154,9 @@ def native_problem(spec: Spec, dtype: str | None = None, backend: str | None = N
 
 
 def _spec_problem(spec: Spec) -> str | None:
+    problem = family_problem(spec, "Keras' SimpleRNN/LSTM/GRU")
+    if problem is not None:
+        return problem
     acts = spec.activations
     for role, name in acts.items():
         if keras_activation(name) is None:

@@ -34,7 +34,7 @@ import numpy as np
 from .._activations import get_activation_def, parse_activation
 from .._errors import SpecError, WeightsError
 from .._spec import Spec, gru, lstm, rnn
-from . import SPEC_KEY
+from . import SPEC_KEY, family_problem
 
 __all__ = [
     "ACTIVATION_SLOTS",
@@ -205,6 +205,9 @@ def native_problem(spec: Spec, dtype: str | None = None) -> str | None:
     ``dtype`` (the graph's float type) judges onnxruntime too: its CPU kernels of the three
     operators run float32 only, so float64 takes the ``Scan`` graph.
     """
+    problem = family_problem(spec, "ONNX's RNN/LSTM/GRU operator")
+    if problem is not None:
+        return problem
     acts = spec.activations
     for roles, slot in zip(ACTIVATION_SLOTS[spec.family], "fgh"):
         names = {acts[r] for r in roles}

@@ -24,7 +24,7 @@ from typing import Any
 from .._errors import WeightsError
 from .._spec import Spec, gru, lstm, rnn
 from .._weights import weight_shapes
-from . import SPEC_KEY, family_from_gates
+from . import SPEC_KEY, family_from_gates, family_problem
 
 __all__ = [
     "FLAT_ORDER",
@@ -54,21 +54,23 @@ FLAT_ORDER = ("w_x", "w_h", "b_x", "b_h", "w_r")
 
 _NAME = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|weight_peephole)"
                    r"_l(\d+)(_reverse)?$")
+_EXTRA_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*?)_l(\d+)(_reverse)?$")
 
 
 def torch_name(layer: int, direction: str, tensor: str) -> str:
     """``(0, "backward", "w_x")`` -> ``"weight_ih_l0_reverse"``."""
     suffix = "_reverse" if direction == "backward" else ""
-    return f"{TORCH_STEMS[tensor]}_l{layer}{suffix}"
+    # a family's extra parameter keeps its own name: ln_x_l0, u_l0_reverse
+    return f"{TORCH_STEMS.get(tensor, tensor)}_l{layer}{suffix}"
 
 
 def canonical_name(name: str) -> str | None:
     """``"weight_ih_l0_reverse"`` -> ``"layer0.backward.w_x"``; ``None`` for other names."""
-    match = _NAME.match(name)
+    match = _NAME.match(name) or _EXTRA_NAME.match(name)
     if match is None:
         return None
     stem, layer, reverse = match.groups()
-    short = next(k for k, v in TORCH_STEMS.items() if v == stem)
+    short = next((k for k, v in TORCH_STEMS.items() if v == stem), stem)
     return f"layer{int(layer)}.{'backward' if reverse else 'forward'}.{short}"
 
 
@@ -100,6 +102,9 @@ def native_problem(spec: Spec) -> str | None:
     and ``c``, no peepholes, no clip (projection allowed); GRU with sigmoid ``r, z``, tanh
     ``n``, reset "after" and update "old".
     """
+    problem = family_problem(spec, "torch's nn.RNN/LSTM/GRU")
+    if problem is not None:
+        return problem
     acts = dict(spec.activations)
     if spec.family == "rnn":
         if acts["h"] in ("tanh", "relu"):
@@ -214,7 +219,8 @@ def cell_tensor_names(spec: Spec) -> dict[str, str]:
             f"{spec.num_layers}, bidirectional={spec.bidirectional}. Build the layer instead "
             "(module='layer')"
         )
-    return {name: TORCH_STEMS[name.split(".")[2]] for name in weight_shapes(spec)}
+    return {name: TORCH_STEMS.get(name.split(".")[2], name.split(".")[2])
+            for name in weight_shapes(spec)}
 
 
 def cell_native_problem(spec: Spec) -> str | None:
