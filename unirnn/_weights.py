@@ -43,6 +43,13 @@ def layer_shapes(spec: Spec, input_size: int) -> dict[str, tuple[int, ...]]:
     return {name: shape for name, (shape, _) in _layer_tensors(spec, input_size).items()}
 
 
+def layer_inits(spec: Spec, input_size: int) -> dict[str, str]:
+    """How each of one layer and direction's tensors starts (short name -> ``"uniform"``,
+    ``"ones"`` or ``"zeros"``): uniform in ``±1/sqrt(H)`` except a family's extra
+    parameters that say otherwise (layer-norm scales start at one, offsets at zero)."""
+    return {name: init for name, (_, init) in _layer_tensors(spec, input_size).items()}
+
+
 def _layer_tensors(spec: Spec, input_size: int) -> dict[str, tuple[tuple[int, ...], str]]:
     """One layer and direction's tensors: short name -> (shape, how it is initialised)."""
     family = get_family(spec.family)
