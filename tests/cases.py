@@ -34,6 +34,24 @@ SPECS = {
     ),
 }
 
+FAMILY_SPECS = {
+    "gru-no-reset": unirnn.gru(3, 4, reset="none"),
+    "gru-no-reset-new-bidir": unirnn.gru(3, 4, reset="none", update="new",
+                                         bidirectional=True),
+    "lstm-coupled": unirnn.lstm(3, 4, coupled=True),
+    "lstm-coupled-proj-clip-2layer": unirnn.lstm(3, 5, coupled=True, proj_size=2,
+                                                 cell_clip=0.8, num_layers=2),
+    "ln_lstm": unirnn.Spec("ln_lstm", 3, 4),
+    "ln_gru-bidir": unirnn.Spec("ln_gru", 3, 4, bidirectional=True),
+    "indrnn-2layer": unirnn.Spec("indrnn", 3, 4, num_layers=2),
+    "mingru": unirnn.Spec("mingru", 3, 4),
+    "mingru-identity-bidir-2layer": unirnn.Spec("mingru", 3, 4, activations={"h": "identity"},
+                                                num_layers=2, bidirectional=True),
+    "minlstm-bidir": unirnn.Spec("minlstm", 3, 4, bidirectional=True),
+}
+"""The families beyond the frameworks' own (unirnn.register_family), and the structural
+options no framework layer has: every backend is tested on these too."""
+
 STANDARD = {
     "rnn-tanh": unirnn.rnn(3, 4),
     "rnn-relu": unirnn.rnn(3, 4, activation="relu"),

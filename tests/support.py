@@ -42,7 +42,7 @@ def example_inputs(spec, batch=3, steps=6, seed=0, with_state=True, with_lengths
     state = None
     if with_state:
         h0 = 0.5 * rng.standard_normal((rows, batch, spec.output_size))
-        if spec.family == "lstm":
+        if spec.has_cell_state:
             state = (h0, 0.5 * rng.standard_normal((rows, batch, spec.hidden_size)))
         else:
             state = h0

@@ -130,19 +130,18 @@ class MinGRUCell(Cell):
     def has_parallel_form(self) -> bool:
         return self.spec.activations["z"] == "sigmoid"  # log(1 - z) = -softplus(a_z)
 
-    def linear_recurrence(self, p: Mapping[str, Any], xp: Array
+    def linear_recurrence(self, p: Mapping[str, Any], xp: Array, log_space: bool = False
                           ) -> tuple[Array, Array, Array | None] | None:
         acts = self.spec.activations
         if not self.has_parallel_form():
             return None
         ops = self.ops
-        softplus = ops.activation("softplus")
         a_z, a_h = ops.split(xp, 2)
-        log_a = -softplus(a_z)  # log(1 - z)
-        log_z = -softplus(-a_z)
-        candidate = self.act["h"](a_h)
-        b = self.act["z"](a_z) * candidate
-        log_b = log_z + _log_g(ops, a_h) if acts["h"] == "min_g" else None
+        log_a = -ops.activation("softplus")(a_z)  # log(1 - z)
+        b = self.act["z"](a_z) * self.act["h"](a_h)
+        log_b = None
+        if log_space and acts["h"] == "min_g":
+            log_b = log_a + a_z + _log_g(ops, a_h)  # log z = log(1 - z) + a_z
         return log_a, b, log_b
 
 
@@ -163,7 +162,7 @@ class MinLSTMCell(Cell):
         acts = self.spec.activations
         return acts["f"] == acts["i"] == "sigmoid"
 
-    def linear_recurrence(self, p: Mapping[str, Any], xp: Array
+    def linear_recurrence(self, p: Mapping[str, Any], xp: Array, log_space: bool = False
                           ) -> tuple[Array, Array, Array | None] | None:
         acts = self.spec.activations
         if not self.has_parallel_form():
@@ -176,7 +175,7 @@ class MinLSTMCell(Cell):
         log_i = -softplus(-diff)  # log(i / (f + i))
         f, i = self.act["f"](a_f), self.act["i"](a_i)
         b = i / (f + i) * self.act["h"](a_h)
-        log_b = log_i + _log_g(ops, a_h) if acts["h"] == "min_g" else None
+        log_b = log_i + _log_g(ops, a_h) if log_space and acts["h"] == "min_g" else None
         return log_a, b, log_b
 
 

@@ -136,13 +136,15 @@ class Cell:
         says so)."""
         return False
 
-    def linear_recurrence(self, p: Mapping[str, Any], xp: Array
+    def linear_recurrence(self, p: Mapping[str, Any], xp: Array, log_space: bool = False
                           ) -> tuple[Array, Array, Array | None] | None:
         """For a family whose state follows ``h_t = a_t * h_{t-1} + b_t`` with ``a_t`` and
         ``b_t`` functions of the input alone (minGRU, minLSTM): ``(log_a, b, log_b)`` over
-        all of time-major ``xp`` (``log_b`` ``None`` unless every ``b_t > 0``), so a backend
-        runs the whole sequence as one parallel scan (:meth:`Ops.linear_scan`). ``None``
-        (the default): the family has per-step dependencies and is stepped."""
+        all of time-major ``xp``, so a backend runs the whole sequence as one parallel scan
+        (:meth:`Ops.linear_scan`). ``log_b`` is given only with ``log_space`` (the backend's
+        scan runs in log space: ``Ops.prefers_log_space``) and where every ``b_t > 0``;
+        else ``None``. ``None`` (the default): the family has per-step dependencies and is
+        stepped."""
         return None
 
     def parallel(self, p: Mapping[str, Any], xp: Array, carry: Carry, valid: Array | None
@@ -150,7 +152,8 @@ class Cell:
         """The whole scan at once when :meth:`linear_recurrence` allows it: ``(outputs,
         final carry)`` with the sequential meaning of ``valid`` (a masked step keeps the
         state and outputs zero); ``None`` otherwise."""
-        recurrence = self.linear_recurrence(p, xp)
+        prefers = getattr(self.ops, "prefers_log_space", None)
+        recurrence = self.linear_recurrence(p, xp, bool(prefers and prefers(xp)))
         if recurrence is None:
             return None
         log_a, b, log_b = recurrence

@@ -69,7 +69,7 @@ class UniCell(nn.RNNCellBase):
     def setup(self) -> None:
         spec = self.spec
         shapes = kernel_layout_shapes(spec, self.in_features)
-        inits = param_inits(spec.num_gates)
+        inits = param_inits(spec, self.in_features)
         if self.initial is not None:
             given = to_kernel_layout(self.initial)
             inits = {name: _constant(given[name]) for name in shapes}
@@ -159,7 +159,7 @@ class UniRNN(nn.Module):
     @property
     def kernel(self) -> str:
         """The path it runs: ``"unirnn-scan"``, or ``"unirnn-scan(input-per-step)"``."""
-        return kernel_name(self.hoist_input)
+        return kernel_name(self.hoist_input, self.spec)
 
     @nn.compact
     def __call__(

@@ -32,6 +32,11 @@ from ._flax_scan import (
 __all__ = ["UniCellNNX", "UniRNNNNX"]
 
 
+_ATTRIBUTES = ("spec", "in_features", "dtype", "param_dtype", "cell", "_names")
+"""Instance attributes of :class:`UniCellNNX` (beside its class's) a family's extra
+parameter may not be named."""
+
+
 class UniCellNNX(RNNCellBase):
     """A unirnn cell as an nnx cell: ``cell(carry, x) -> (carry, y)``.
 
@@ -59,7 +64,11 @@ class UniCellNNX(RNNCellBase):
         self.dtype = dtype
         self.param_dtype = param_dtype
         shapes = kernel_layout_shapes(spec, in_features)
-        inits = param_inits(spec.num_gates)
+        taken = [name for name in shapes if name in _ATTRIBUTES or hasattr(type(self), name)]
+        if taken:
+            raise SpecError(f"family {spec.family!r}: parameter {taken[0]!r} clashes with an "
+                            f"attribute of UniCellNNX; rename it in the family's params")
+        inits = param_inits(spec, in_features)
         if weights is not None:
             layer = weights if "w_x" in weights else layer_weights(weights, 0, "forward")
             given = to_kernel_layout(layer)
@@ -122,7 +131,7 @@ class UniRNNNNX(nnx.Module):
 
     @property
     def kernel(self) -> str:
-        return kernel_name(self.hoist_input)
+        return kernel_name(self.hoist_input, self.spec)
 
     def __init__(self, spec: Spec, *, weights: Mapping[str, Any] | None = None,
                  time_major: bool = False, return_carry: bool = False, reverse: bool = False,

@@ -17,17 +17,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._activations import BUILTIN_NAMES, resolve_activation
-from .._cells import Cell, split_points
+from .._cells import Cell, make_cell, split_points
 from .._errors import InputError
 from .._inputs import check_input_shape, check_lengths, check_state_list
 from .._spec import Spec
 from .._stack import Carry, run_stack
+from .._weights import layer_inits
+from ..layouts.kernels import KERNEL_LAYOUT, kernel_layout_shapes
 
 KERNEL = "unirnn-scan"
 """The path every Flax module runs: ``lax.scan`` of the fused cell (``"unirnn-scan"`` with
 the input GEMM hoisted out of the scan, ``"unirnn-scan(input-per-step)"`` with it inside)."""
 
-KERNELS = (KERNEL, f"{KERNEL}(input-per-step)")
+PARALLEL_KERNEL = "unirnn.flax-parallel-scan"
+"""The path of a layer whose cell has a parallel form (minGRU, minLSTM with their default
+gates, :meth:`unirnn._cells.Cell.has_parallel_form`): the whole sequence of each layer and
+direction as one ``lax.associative_scan``, no ``lax.scan``."""
+
+KERNELS = (KERNEL, f"{KERNEL}(input-per-step)", PARALLEL_KERNEL)
 """Every path a Flax module's ``.kernel`` may name."""
 
 Array = Any
@@ -126,28 +133,70 @@ class JaxOps:
     def where(self, condition: Array, a: Array, b: Array) -> Array:
         return jnp.where(condition, a, b)
 
+    def layer_norm(self, x: Array, scale: Array, offset: Array | None,
+                   eps: float = 1e-5) -> Array:
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        centred = x - mean
+        variance = jnp.mean(centred * centred, axis=-1, keepdims=True)  # biased, as torch
+        y = centred * jax.lax.rsqrt(variance + eps) * scale
+        return y if offset is None else y + offset
+
+    def log(self, x: Array) -> Array:
+        return jnp.log(x)
+
+    def linear_scan(self, log_a: Array, b: Array, log_b: Array | None, h0: Array) -> Array:
+        # (A_t, B_t) with h_t = A_t h_0 + B_t, by composing the affine maps h -> a h + b over
+        # time axis 0: (a1, b1) then (a2, b2) is (a1 a2, a2 b1 + b2). log_b is not needed.
+        def combine(first: tuple[Array, Array], second: tuple[Array, Array]
+                    ) -> tuple[Array, Array]:
+            a1, b1 = first
+            a2, b2 = second
+            return a1 * a2, a2 * b1 + b2
+
+        decay, offset = jax.lax.associative_scan(combine, (jnp.exp(log_a), b), axis=0)
+        return decay * h0 + offset
+
 
 # -- the one Flax step -------------------------------------------------------------------
 
 
+_CANONICAL = {name: (short, transposed) for short, (name, transposed) in KERNEL_LAYOUT.items()}
+
+
 def step_tensors(spec: Spec, tensors: Mapping[str, Any]) -> dict[str, Any]:
-    """What :meth:`unirnn._cells.Cell.prepare` takes, with kernels as :class:`Kernel`."""
-    step: dict[str, Any] = {"w_h": Kernel(tensors["recurrent_kernel"]),
-                            "b_h": tensors.get("recurrent_bias")}
-    if spec.peepholes:
-        step["p"] = tensors["peepholes"]
-    if spec.proj_size:
-        step["w_r"] = Kernel(tensors["projection_kernel"])
-    return step
+    """One layer-direction's parameters under their canonical short names (``w_x``, ``w_h``,
+    ``b_h``, a family's ``ln_h`` or ``u``...), what :meth:`unirnn._cells.Cell.prepare` and
+    :meth:`unirnn._cells.Cell.project` take; kernels as :class:`Kernel`. ``b_x``/``b_h``
+    are ``None`` when absent."""
+    canonical: dict[str, Any] = {"b_x": None, "b_h": None}
+    for name, value in tensors.items():
+        short, transposed = _CANONICAL.get(name, (name, False))
+        canonical[short] = Kernel(value) if transposed else value
+    return canonical
+
+
+def own_projection(cell: Cell) -> bool:
+    """Whether the cell's input projection is not the plain ``W_x x + b_x``
+    (:meth:`unirnn._cells.Cell.project` overridden: the layer-norm families)."""
+    return type(cell).project is not Cell.project
 
 
 def cell_step(cell: Cell, tensors: Mapping[str, Array], project: bool
               ) -> Callable[[Carry, Array], tuple[Carry, Array]]:
     """One layer-direction's step on the cells' carry ``(h,)`` / ``(h, c)``: ``x_t`` is the
     raw input (``project=True``: ``x_t @ input_kernel`` runs here) or already projected;
-    ``input_bias`` is added here, where XLA fuses it into the gate math."""
+    ``input_bias`` is added here, where XLA fuses it into the gate math. A cell with its
+    own projection (:func:`own_projection`) gets ``cell.project`` (bias included) here
+    with ``project=True``, and ``x_t`` as it is otherwise."""
+    params = step_tensors(cell.spec, tensors)
+    prepared = cell.prepare(params)
+    if own_projection(cell):
+
+        def own_step(carry: Carry, x_t: Array) -> tuple[Carry, Array]:
+            return cell.step(prepared, cell.project(params, x_t) if project else x_t, carry)
+
+        return own_step
     kernel, bias = tensors["input_kernel"], tensors.get("input_bias")
-    prepared = cell.prepare(step_tensors(cell.spec, tensors))
 
     def step(carry: Carry, x_t: Array) -> tuple[Carry, Array]:
         xp = x_t @ kernel if project else x_t
@@ -210,8 +259,17 @@ def hoists_input(hoist_input: bool | None) -> bool:
     return hoist_input
 
 
-def kernel_name(hoist_input: bool | None) -> str:
-    """``"unirnn-scan"``, or ``"unirnn-scan(input-per-step)"`` when the input GEMM is per step."""
+def runs_parallel(spec: Spec) -> bool:
+    """Whether a layer of ``spec`` runs as parallel scans (:data:`PARALLEL_KERNEL`): its
+    cell has a parallel form (:meth:`unirnn._cells.Cell.has_parallel_form`)."""
+    return make_cell(spec, JaxOps()).has_parallel_form()
+
+
+def kernel_name(hoist_input: bool | None, spec: Spec | None = None) -> str:
+    """``"unirnn-scan"``, or ``"unirnn-scan(input-per-step)"`` when the input GEMM is per step;
+    :data:`PARALLEL_KERNEL` for a ``spec`` whose layer runs as parallel scans."""
+    if spec is not None and runs_parallel(spec):
+        return PARALLEL_KERNEL
     return KERNELS[0] if hoists_input(hoist_input) else KERNELS[1]
 
 
@@ -235,15 +293,27 @@ def run_direction(
     backward directions). Returns outputs ``(T, N, P)``, zero where ``valid``
     (``(T, N, 1)`` or ``None``) is false, and the carry after each sequence's last valid
     step. ``hoist_input``: project every step's input in one GEMM ahead of the scan;
-    ``False`` projects inside each step instead.
+    ``False`` projects inside each step instead. A cell with a parallel form (minGRU,
+    minLSTM) runs as one associative scan instead (:meth:`unirnn._cells.Cell.parallel`).
     """
+    if cell.has_parallel_form():
+        params = step_tensors(cell.spec, tensors)
+        parallel = cell.parallel(cell.prepare(params), cell.project(params, x), carry, valid)
+        if parallel is not None:
+            return parallel
     # Step t reads step t+1's inputs into the carry (its inputs are rolled one step ahead).
     # A scanned input is a dynamic-slice inside the step; XLA:CPU fuses it into the gate
     # math, and that fusion runs unvectorised (a 256-wide GRU scan ~1.6x slower). Carried,
     # the gate fusion reads plain buffers; the slice feeds only the next carry.
     x = jnp.roll(x, -1, axis=0)
     # every step's input projection in one GEMM; b_x is added in the step, where it fuses
-    xs = x @ tensors["input_kernel"] if hoist_input else x
+    # (a cell's own projection, a layer norm, takes b_x here)
+    if not hoist_input:
+        xs = x
+    elif own_projection(cell):
+        xs = cell.project(step_tensors(cell.spec, tensors), x)
+    else:
+        xs = x @ tensors["input_kernel"]
     inputs = xs if valid is None else (xs, jnp.roll(valid, -1, axis=0))
     first = jax.tree_util.tree_map(lambda a: a[-1], inputs)  # step 0's, rolled to the end
     one_step = cell_step(cell, tensors, project=not hoist_input)
@@ -370,17 +440,43 @@ def _drawn_in_float32(init: Callable[..., Array]) -> Callable[..., Array]:
     return wrapped
 
 
-def param_inits(gates: int) -> dict[str, Callable[..., Array]]:
-    """Flax's initialisers per parameter of :data:`unirnn.layouts.kernels.KERNEL_LAYOUT`."""
+def _uniform(bound: float) -> Callable[..., Array]:
+    """Uniform in ``[-bound, bound)`` (:func:`unirnn.init_weights`' ``"uniform"``)."""
+
+    def init(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
+        return jax.random.uniform(key, shape, jnp.promote_types(dtype, jnp.float32),
+                                  -bound, bound).astype(dtype)
+
+    return init
+
+
+def param_inits(spec: Spec, in_features: int) -> dict[str, Callable[..., Array]]:
+    """Flax's initialisers per parameter of one layer-direction
+    (:func:`unirnn.layouts.kernels.kernel_layout_shapes`): lecun normal input and
+    projection kernels, orthogonal recurrent blocks, zero biases and peepholes; a family's
+    extra parameters as :func:`unirnn._weights.layer_inits` says (``"ones"``: a layer-norm
+    scale, ``"zeros"``: an offset, ``"uniform"``: ``±1/sqrt(H)`` as
+    :func:`unirnn.init_weights`)."""
     zeros = jax.nn.initializers.zeros
-    return {
+    builtin = {
         "input_kernel": _drawn_in_float32(jax.nn.initializers.lecun_normal()),
-        "recurrent_kernel": _drawn_in_float32(_recurrent_init(gates)),
+        "recurrent_kernel": _drawn_in_float32(_recurrent_init(spec.num_gates)),
         "input_bias": zeros,
         "recurrent_bias": zeros,
         "peepholes": zeros,
         "projection_kernel": _drawn_in_float32(jax.nn.initializers.lecun_normal()),
     }
+    by_kind = {"ones": jax.nn.initializers.ones, "zeros": zeros,
+               "uniform": _uniform(1.0 / float(np.sqrt(spec.hidden_size)))}
+    inits = {}
+    for short, kind in layer_inits(spec, in_features).items():
+        if short in KERNEL_LAYOUT:
+            name = KERNEL_LAYOUT[short][0]
+            inits[name] = builtin[name]
+        else:
+            inits[short] = by_kind[kind]
+    assert set(inits) == set(kernel_layout_shapes(spec, in_features))
+    return inits
 
 
 def processing_order(outputs: Array, seq_lengths: Array | None, time_major: bool) -> Array:

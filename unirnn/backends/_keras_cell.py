@@ -20,10 +20,18 @@ from .._activations import resolve_activation
 from .._cells import Cell, folded_bias_rows, make_cell, split_points
 from .._errors import SpecError
 from .._spec import Spec
-from .._weights import check_weights
+from .._weights import check_weights, layer_inits
 from ..layouts.kernels import KERNEL_LAYOUT, kernel_layout_shapes, to_kernel_layout
 
 __all__ = ["KERAS_ACTIVATIONS", "KerasOps", "UniRNNCell", "as_spec"]
+
+_CANONICAL_OF = {name: short for short, (name, _) in KERNEL_LAYOUT.items()}
+"""Kernel-layout parameter name -> canonical short name (a family's extras keep theirs)."""
+
+
+def _layout_name(short: str) -> str:
+    """The kernel-layout name of canonical ``short`` (``w_x`` -> ``input_kernel``)."""
+    return KERNEL_LAYOUT.get(short, (short, False))[0]
 
 
 def _hard_sigmoid(x: Any, alpha: float, beta: float) -> Any:
@@ -149,6 +157,41 @@ class KerasOps:
     def where(self, condition: Any, a: Any, b: Any) -> Any:
         return ops.where(condition, a, b)
 
+    # -- the cell families' ops (layer norm, the parallel scan) ------------------------
+
+    def layer_norm(self, x: Any, scale: Any, offset: Any | None, eps: float = 1e-5) -> Any:
+        # sums, not ops.mean: on jax and torch it computes float64 in float32
+        features = 1.0 / x.shape[-1]
+        centred = x - ops.sum(x, axis=-1, keepdims=True) * features
+        var = ops.sum(centred * centred, axis=-1, keepdims=True) * features
+        y = centred / ops.sqrt(var + eps) * scale
+        return y if offset is None else y + offset
+
+    def log(self, x: Any) -> Any:
+        return ops.log(x)
+
+    def linear_scan(self, log_a: Any, b: Any, log_b: Any | None, h0: Any) -> Any:
+        """``h_t = a_t h_{t-1} + b_t`` for all ``t`` at once: ``keras.ops.associative_scan``
+        over time (axis 0) of the pairs ``(a_t, b_t)`` with ``(a1, b1), (a2, b2) -> (a1 a2,
+        a2 b1 + b2)``, ``h0`` folded into the first step (``b_0 + a_0 h0``). On Keras'
+        torch backend the log-space scan of unirnn's torch kernels instead (``cumsum``,
+        ``logcumsumexp``): Keras' torch ``associative_scan`` builds float32 CPU buffers,
+        losing float64 and other devices."""
+        if keras.backend.backend() == "torch":
+            from ._torch_kernels import log_space_scan
+
+            return log_space_scan(log_a, b, log_b, h0)
+        a = ops.exp(log_a)
+        b = ops.concatenate([ops.expand_dims(b[0] + a[0] * h0, 0), b[1:]], axis=0)
+
+        def combine(earlier: tuple[Any, Any], later: tuple[Any, Any]) -> tuple[Any, Any]:
+            a1, b1 = earlier
+            a2, b2 = later
+            return a1 * a2, a2 * b1 + b2
+
+        _, hs = ops.associative_scan(combine, (a, b), axis=0)
+        return hs
+
 
 def as_spec(spec: Spec | Mapping[str, Any] | str) -> Spec:
     """A :class:`Spec` from a spec, its ``to_dict()`` or its JSON (as Keras configs hold it)."""
@@ -195,21 +238,23 @@ class UniRNNCell(keras.layers.Layer):
     def build(self, input_shape: Any = None) -> None:
         spec = self.spec
         bound = 1.0 / math.sqrt(spec.hidden_size)
-        init = keras.initializers.RandomUniform(-bound, bound)
-        shapes = kernel_layout_shapes(spec, spec.layer_input_size(self.layer_index))
+        initializers = {"uniform": keras.initializers.RandomUniform(-bound, bound),
+                        "ones": keras.initializers.Ones(), "zeros": keras.initializers.Zeros()}
+        input_size = spec.layer_input_size(self.layer_index)
+        shapes = kernel_layout_shapes(spec, input_size)
+        inits = {_layout_name(short): init for short, init in
+                 layer_inits(spec, input_size).items()}
         self.canonical_variables = {
-            name: self.add_weight(shape=shape, initializer=init, name=name)
+            name: self.add_weight(shape=shape, initializer=initializers[inits[name]], name=name)
             for name, shape in shapes.items()
         }
         self.built = True
 
     def variables_by_canonical_name(self) -> dict[str, Any]:
-        """``{"w_x": variable, ...}`` for this layer and direction."""
-        out = {}
-        for canonical, (name, _) in KERNEL_LAYOUT.items():
-            if name in self.canonical_variables:
-                out[canonical] = self.canonical_variables[name]
-        return out
+        """``{"w_x": variable, ...}`` for this layer and direction, a family's extra
+        parameters (``ln_x``, ``u``...) by their own names."""
+        return {_CANONICAL_OF.get(name, name): variable
+                for name, variable in self.canonical_variables.items()}
 
     def set_canonical(self, params: Mapping[str, np.ndarray]) -> None:
         """Assign this layer and direction's canonical tensors (short names ``w_x`` ...)."""
@@ -217,31 +262,51 @@ class UniRNNCell(keras.layers.Layer):
         for name, variable in self.canonical_variables.items():
             variable.assign(values[name].astype(variable.dtype))
 
+    def _values(self) -> dict[str, Any]:
+        """The variables' values by canonical short name, kernels as :class:`Transposed`
+        (``w_x``, ``w_h``, ``w_r``: canonical ``(out, in)`` rows are their columns)."""
+        out: dict[str, Any] = {}
+        for name, variable in self.canonical_variables.items():
+            short = _CANONICAL_OF.get(name, name)
+            transposed = KERNEL_LAYOUT.get(short, (name, False))[1]
+            out[short] = Transposed(variable.value) if transposed else variable.value
+        return out
+
     def step_params(self) -> dict[str, Any]:
-        """The step's parameters, read once per call (outside the time loop)."""
-        v = {name: var.value for name, var in self.canonical_variables.items()}
-        params: dict[str, Any] = {
-            "w_h": Transposed(v["recurrent_kernel"]),
-            "b_h": None if self._folds_b_h() else v.get("recurrent_bias"),
-        }
-        if "peepholes" in v:
-            params["p"] = v["peepholes"]
-        if "projection_kernel" in v:
-            params["w_r"] = Transposed(v["projection_kernel"])
+        """The step's parameters, read once per call (outside the time loop): every
+        canonical tensor but the input's (``w_h`` where the family has it, ``b_h`` unless
+        :meth:`project` folds it, peepholes, projection, a family's extras), through the
+        cell's ``prepare``."""
+        params = self._values()
+        params.pop("w_x")
+        params.pop("b_x", None)
+        if self._folds_b_h():
+            params["b_h"] = None
         return self.cell.prepare(params)
+
+    def _custom_projection(self) -> bool:
+        """Whether the family transforms the input projection (a layer norm on ``W_x x``
+        before ``b_x``): :meth:`project` then runs the cell's own ``project``."""
+        return type(self.cell).project is not Cell.project
 
     def _folds_b_h(self) -> bool:
         """Whether :meth:`project` adds all of ``b_h`` (:func:`~unirnn._cells.folded_bias_rows`
         covers every row: rnn, lstm, reset-before gru), saving one add per step. Where only
         some rows fold (reset-after gru: ``b_hn`` sits inside the reset product) the step
-        adds a bias vector anyway, so nothing is folded."""
+        adds a bias vector anyway, so nothing is folded; nor for a family without ``b_h``
+        or whose own projection transforms ``W_x x + b_x`` (the layer-norm families)."""
         spec = self.spec
-        return spec.bias and folded_bias_rows(spec) == spec.num_gates * spec.hidden_size
+        return spec.bias and "recurrent_bias" in self.canonical_variables \
+            and not self._custom_projection() \
+            and folded_bias_rows(spec) == spec.num_gates * spec.hidden_size
 
     def project(self, x: Any) -> Any:
         """``x @ w_x.T + b_x`` (plus ``b_h`` where it folds) for every step at once:
-        ``(..., I_k) -> (..., G*H)``."""
+        ``(..., I_k) -> (..., G*H)``; for a family that overrides
+        :meth:`unirnn._cells.Cell.project` (a layer norm on ``W_x x``), that."""
         v = self.canonical_variables
+        if self._custom_projection():
+            return self.cell.project(self._values(), x)
         y = _matmul(x, v["input_kernel"].value)
         if "input_bias" not in v:
             return y

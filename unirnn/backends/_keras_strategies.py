@@ -29,10 +29,16 @@ from ..layouts.keras import (
 from ..layouts.kernels import to_canonical_array
 from ._keras_cell import KerasOps, UniRNNCell
 
-__all__ = ["CUSTOM_KERNEL", "HOIST_INPUT_PROJECTION", "CustomStrategy", "NativeStrategy",
-           "Strategy"]
+__all__ = ["CUSTOM_KERNEL", "HOIST_INPUT_PROJECTION", "PARALLEL_KERNEL", "CustomStrategy",
+           "NativeStrategy", "Strategy"]
 
 CUSTOM_KERNEL = "unirnn.keras-cell"
+"""The custom cell stepped by Keras' backend loop."""
+
+PARALLEL_KERNEL = "unirnn.keras-parallel-scan"
+"""The custom cell of a family whose state is linear in itself with input-only
+coefficients (minGRU, minLSTM: :meth:`unirnn._cells.Cell.parallel`), each layer and
+direction run as one ``keras.ops.associative_scan`` over time instead of a step loop."""
 
 HOIST_INPUT_PROJECTION = keras.backend.backend() != "jax"
 """Project all steps' inputs in one GEMM before the loop (tensorflow, torch). On jax, XLA
@@ -47,7 +53,8 @@ class Strategy(Protocol):
     """One variable structure of a ``UniRNN``: its sub-layers, weights and run."""
 
     kernel: str
-    """What runs: ``"keras.layers.LSTM"`` (``GRU``, ``SimpleRNN``) or ``"unirnn.keras-cell"``."""
+    """What runs: ``"keras.layers.LSTM"`` (``GRU``, ``SimpleRNN``), ``"unirnn.keras-cell"``
+    or ``"unirnn.keras-parallel-scan"``."""
     resolved_path: str
     """``"native"`` or ``"custom"``: what ``get_config`` stores as ``path``."""
     tracked_as: str
@@ -178,7 +185,6 @@ class CustomStrategy:
 
     resolved_path = "custom"
     tracked_as = "cells"
-    kernel = CUSTOM_KERNEL
 
     def __init__(self, spec: Spec, dtype: Any, interface: Any = None) -> None:
         self.spec = spec
@@ -186,6 +192,8 @@ class CustomStrategy:
         self.ops = KerasOps()
         self.layers = [UniRNNCell(spec, layer=k, dtype=dtype, name=f"layer{k}_{direction}")
                        for k in range(spec.num_layers) for direction in spec.directions]
+        self.parallel = self.layers[0].cell.has_parallel_form()
+        self.kernel = PARALLEL_KERNEL if self.parallel else CUSTOM_KERNEL
 
     def build(self) -> None:
         pass  # each cell builds its variables in its constructor
@@ -212,8 +220,15 @@ class CustomStrategy:
     def _scan(self, layer: int, direction: str, x: Any, carry: Carry,
               valid: Any) -> tuple[Any, Carry]:
         """One layer and direction over time-major ``x``: Keras' backend loop (``lax.scan``,
-        ``tf.while_loop``, a torch loop), a masked step keeping the state, output zero."""
+        ``tf.while_loop``, a torch loop), a masked step keeping the state, output zero; for
+        minGRU and minLSTM one parallel scan over all steps (:data:`PARALLEL_KERNEL`), a
+        masked step holding the state there too."""
         cell = self._cell(layer, direction)
+        if self.parallel:  # minGRU, minLSTM: all steps in one associative scan
+            result = cell.cell.parallel(cell.step_params(), cell.project(x), tuple(carry),
+                                        valid)
+            if result is not None:
+                return result
         xp = cell.project(x) if HOIST_INPUT_PROJECTION else x
         prepared = cell.step_params()
 

@@ -26,7 +26,9 @@ __all__ = ["CUSTOM_KERNEL", "PARALLEL_KERNEL", "TorchRNN", "torch_dtype"]
 
 CUSTOM_KERNEL = "unirnn.torch-loop"
 PARALLEL_KERNEL = "unirnn.torch-parallel-scan"
-"""minGRU, minLSTM: the whole sequence as one log-space scan (``cumsum``/``logcumsumexp``)."""
+"""minGRU, minLSTM: the gates of every step at once, then the linear recurrence as a scan
+(log space, ``cumsum``/``logcumsumexp``, on CUDA; one multiply-add per step on the CPU:
+:data:`unirnn.backends._torch_kernels.LOG_SPACE_DEVICES`)."""
 
 
 def torch_dtype(dtype: Any) -> torch.dtype:

@@ -49,6 +49,7 @@ from ._flax_scan import (
     JAX_ACTIVATIONS,
     KERNEL,
     KERNELS,
+    PARALLEL_KERNEL,
     Array,
     JaxOps,
     Kernel,
@@ -61,6 +62,7 @@ __all__ = [
     "JAX_ACTIVATIONS",
     "KERNEL",
     "KERNELS",
+    "PARALLEL_KERNEL",
     "JaxOps",
     "Kernel",
     "UniCell",
@@ -172,7 +174,7 @@ def evaluate(
         carry = tuple(to_flax_carry(spec, row) for row in rows)
     api = options.pop("api", "linen")
     _check_api(api)
-    kernel = kernel_name(options.get("hoist_input"))
+    kernel = kernel_name(options.get("hoist_input"), spec)
     names = list(weight_shapes(spec))
 
     def run(x_in: Array, canonical: dict[str, Array]) -> tuple[Array, Any]:

@@ -55,6 +55,7 @@ from ._keras_interface import LayerInterface
 from ._keras_strategies import (
     CUSTOM_KERNEL,
     HOIST_INPUT_PROJECTION,
+    PARALLEL_KERNEL,
     CustomStrategy,
     NativeStrategy,
     Strategy,
@@ -63,7 +64,8 @@ from ._keras_strategies import (
 __all__ = ["HOIST_INPUT_PROJECTION", "KERAS_ACTIVATIONS", "KERNELS", "KerasOps", "UniRNN",
            "UniRNNCell", "build", "evaluate"]
 
-KERNELS = ("keras.layers.LSTM", "keras.layers.GRU", "keras.layers.SimpleRNN", CUSTOM_KERNEL)
+KERNELS = ("keras.layers.LSTM", "keras.layers.GRU", "keras.layers.SimpleRNN", CUSTOM_KERNEL,
+           PARALLEL_KERNEL)
 """Every ``kernel`` a layer of this backend reports."""
 
 PATHS = ("auto", "native", "custom")

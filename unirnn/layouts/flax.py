@@ -37,7 +37,7 @@ from .._cells import folded_bias_rows
 from .._errors import WeightsError
 from .._spec import Spec
 from . import GATES, family_from_gates, family_problem
-from .kernels import from_kernel_layout, to_kernel_layout
+from .kernels import KERNEL_LAYOUT, from_kernel_layout, to_kernel_layout
 
 __all__ = [
     "CELL_FAMILY",
@@ -357,6 +357,14 @@ def infer_layer_spec(tree: Mapping[str, Any]) -> Spec:
     if "input_kernel" in tree:
         tree = {cell_name(0, "forward"): tree}
     first = tree[cell_name(0, "forward")]
+    known = {name for name, _ in KERNEL_LAYOUT.values()}
+    unknown = sorted(set(map(str, first)) - known)
+    if unknown or "recurrent_kernel" not in first:
+        why = (f"it holds {', '.join(unknown)}, parameters of a family beyond rnn, lstm and gru"
+               if unknown else "it has no recurrent_kernel (a family without recurrent "
+               "weights: indrnn, mingru, minlstm...)")
+        raise WeightsError(f"params: cannot infer the spec of this unirnn layer tree ({why}); "
+                           f"pass spec= (the tree does not carry one)")
     P, GH = np.shape(first["recurrent_kernel"])
     H = np.shape(first["projection_kernel"])[0] if "projection_kernel" in first else P
     family = family_from_gates(GH, H, "layer0_forward.recurrent_kernel columns")

@@ -1,0 +1,282 @@
+"""The cell families beyond Keras' own on the Keras backend, against the float64 oracle.
+
+gru reset="none", lstm coupled=True, ln_lstm, ln_gru, indrnn, mingru, minlstm (and mingru
+with an identity candidate): stacked and bidirectional, with an initial state and a mask,
+in float64 (1e-10) and float32 (1e-5); gradients against finite differences of the oracle;
+the cell module stepped one input at a time (``keras.layers.RNN``, stateful too) equal to
+the whole sequence; minGRU and minLSTM as one parallel scan (their ``kernel`` says so),
+masks with holes included; initialisation, saving and the native path's refusal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import oracle
+import pytest
+from conftest import require_float64
+from support import TOL, framework, max_rel_error, nonzero_weights
+
+import unirnn
+
+keras = framework("keras")
+from unirnn.backends import keras as keras_backend_module  # noqa: E402
+
+CELL = "unirnn.keras-cell"
+PARALLEL = "unirnn.keras-parallel-scan"
+
+
+def _spec(family, input_size=3, hidden_size=4, **options):
+    if family in ("gru", "lstm"):
+        return getattr(unirnn, family)(input_size, hidden_size, **options)
+    return unirnn.Spec(family, input_size, hidden_size, **options)
+
+
+FAMILIES = {
+    "gru-reset-none": ("gru", {"reset": "none"}),
+    "lstm-coupled": ("lstm", {"coupled": True}),
+    "ln_lstm": ("ln_lstm", {}),
+    "ln_gru": ("ln_gru", {}),
+    "indrnn": ("indrnn", {}),
+    "mingru": ("mingru", {}),
+    "minlstm": ("minlstm", {}),
+    "mingru-identity": ("mingru", {"activations": {"h": "identity"}}),
+}
+STACKED = {name: _spec(family, num_layers=2, bidirectional=True, **options)
+           for name, (family, options) in FAMILIES.items()}
+SINGLE = {name: _spec(family, **options) for name, (family, options) in FAMILIES.items()}
+EXPECTED_KERNEL = {name: PARALLEL if family in ("mingru", "minlstm") else CELL
+                   for name, (family, _) in FAMILIES.items()}
+
+
+def _inputs(spec, batch=3, steps=6, seed=0, with_state=True, with_lengths=True):
+    """x, a non-zero torch-ordered initial state (``(h0, c0)`` for families with a cell
+    state) and ragged lengths (the longest T)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, steps, spec.input_size))
+    rows = spec.num_layers * spec.num_directions
+    state = None
+    if with_state:
+        h0 = 0.5 * rng.standard_normal((rows, batch, spec.output_size))
+        state = (h0, 0.5 * rng.standard_normal((rows, batch, spec.hidden_size))) \
+            if spec.has_cell_state else h0
+    lengths = None
+    if with_lengths:
+        lengths = rng.integers(1, steps + 1, size=batch)
+        lengths[0] = steps
+    return x, state, lengths
+
+
+def _flat(state):
+    return np.concatenate([np.ravel(s) for s in (state if isinstance(state, tuple) else (state,))])
+
+
+def _np(value):
+    return np.asarray(keras.ops.convert_to_numpy(value), np.float64)
+
+
+@pytest.mark.parametrize("variant", ["plain", "state+lengths"])
+@pytest.mark.parametrize("name", list(STACKED))
+def test_float64_matches_oracle(keras_backend, name, variant):
+    require_float64(keras_backend)
+    spec = STACKED[name]
+    weights = nonzero_weights(spec)
+    x, state, lengths = _inputs(spec, with_state=variant != "plain",
+                                with_lengths=variant != "plain")
+    result = keras_backend_module.evaluate(spec, weights, x, initial_state=state,
+                                           lengths=lengths, dtype="float64")
+    ref_out, ref_final = oracle.run(spec, weights, x, state, lengths)
+    assert result.kernel == EXPECTED_KERNEL[name]
+    assert result.outputs.dtype == np.float64 and result.outputs.shape == ref_out.shape
+    assert max_rel_error(result.outputs, ref_out) <= TOL["float64"]
+    assert max_rel_error(_flat(result.state), _flat(ref_final)) <= TOL["float64"]
+
+
+@pytest.mark.parametrize("name", list(STACKED))
+def test_float32_matches_oracle(keras_backend, name):
+    spec = STACKED[name]
+    weights = nonzero_weights(spec).astype(np.float32)
+    x, state, lengths = _inputs(spec)
+    result = keras_backend_module.evaluate(spec, weights, x, initial_state=state,
+                                           lengths=lengths, dtype="float32")
+    ref_out, ref_final = oracle.run(spec, weights, x, state, lengths)
+    assert result.outputs.dtype == np.float32
+    assert max_rel_error(result.outputs, ref_out) <= TOL["float32"]
+    assert max_rel_error(_flat(result.state), _flat(ref_final)) <= TOL["float32"]
+
+
+def _directional_error(spec, weights, x, state, lengths, cotangent, grads, seed=0):
+    """Central differences of the oracle along random directions of every tensor and x."""
+    rng = np.random.default_rng(seed)
+
+    def loss(w, inputs):
+        return float((oracle.run(spec, w, inputs, state, lengths)[0] * cotangent).sum())
+
+    worst = 0.0
+    for _ in range(2):
+        v = {k: rng.standard_normal(a.shape) for k, a in weights.items()}
+        vx = rng.standard_normal(x.shape)
+        eps = 1e-6
+        plus = loss({k: weights[k] + eps * v[k] for k in weights}, x + eps * vx)
+        minus = loss({k: weights[k] - eps * v[k] for k in weights}, x - eps * vx)
+        numeric = (plus - minus) / (2 * eps)
+        analytic = sum(float((grads[k] * v[k]).sum()) for k in weights)
+        analytic += float((grads["x"] * vx).sum())
+        worst = max(worst, abs(numeric - analytic) / max(1.0, abs(numeric)))
+    return worst
+
+
+@pytest.mark.parametrize("name", list(STACKED))
+def test_gradients_match_finite_differences(keras_backend, name):
+    require_float64(keras_backend)
+    spec = STACKED[name]
+    weights = nonzero_weights(spec)
+    x, state, lengths = _inputs(spec, batch=2, steps=5)
+    cotangent = np.random.default_rng(7).standard_normal(
+        (x.shape[0], x.shape[1], spec.num_directions * spec.output_size))
+    result = keras_backend_module.evaluate(spec, weights, x, initial_state=state,
+                                           lengths=lengths, cotangent=cotangent)
+    assert set(result.grads) == {"x", *unirnn.weight_shapes(spec)}
+    for key, shape in unirnn.weight_shapes(spec).items():
+        assert result.grads[key].shape == shape, key
+    assert _directional_error(spec, weights, x, state, lengths, cotangent, result.grads) <= 1e-7
+
+
+@pytest.mark.parametrize("name", list(SINGLE))
+def test_cell_stepped_one_input_at_a_time_is_the_whole_sequence(keras_backend, name):
+    """The cell module in keras.layers.RNN, stateful fed one step per call, and the cell
+    called by hand from an initial state all give the layer's whole-sequence outputs (for
+    minGRU and minLSTM: the parallel scan's) and the oracle's."""
+    spec = SINGLE[name]
+    weights = nonzero_weights(spec, seed=3).astype(np.float32)
+    x, state, _ = _inputs(spec, batch=2, steps=5, with_lengths=False)
+    x = x.astype(np.float32)
+    layer = unirnn.build(spec, backend="keras", weights=weights, return_state=True)
+    assert layer.kernel == EXPECTED_KERNEL[name]
+    given = [s[0] for s in (state if isinstance(state, tuple) else (state,))]
+    whole = [_np(v) for v in layer(x, initial_state=given)]
+    ref_out, ref_final = oracle.run(spec, weights, x, state)
+    assert max_rel_error(whole[0], ref_out) <= TOL["float32"]
+    assert max_rel_error(_flat(tuple(whole[1:])), _flat(ref_final)) <= TOL["float32"]
+
+    cell = unirnn.build(spec, backend="keras", module="cell", weights=weights)
+    assert type(cell).__name__ == "UniRNNCell"
+    states = [keras.ops.convert_to_tensor(s.astype(np.float32)) for s in given]
+    outputs = []
+    for t in range(x.shape[1]):
+        y, states = cell(x[:, t], states)
+        outputs.append(_np(y))
+    assert max_rel_error(np.stack(outputs, 1), whole[0]) <= 1e-6
+    assert max_rel_error(_flat(tuple(_np(s) for s in states)), _flat(tuple(whole[1:]))) <= 1e-6
+
+    zero_ref, _ = oracle.run(spec, weights, x)
+    sequence = _np(keras.layers.RNN(cell, return_sequences=True)(x))
+    assert max_rel_error(sequence, zero_ref) <= TOL["float32"]
+    stateful = keras.layers.RNN(cell, return_sequences=True, stateful=True)
+    streamed = np.concatenate([_np(stateful(x[:, t:t + 1])) for t in range(x.shape[1])], 1)
+    assert max_rel_error(streamed, sequence) <= 1e-6
+    stateful.reset_state()
+    assert max_rel_error(_np(stateful(x[:, :1])), sequence[:, :1]) <= 1e-6
+
+
+@pytest.mark.parametrize("name", ["mingru", "minlstm", "mingru-identity"])
+def test_parallel_scan_keeps_keras_mask_meaning(keras_backend, name):
+    """A mask with holes (and padding at the start): the parallel scan holds the state at a
+    masked step and outputs zero there, as Keras' RNN stepping the same cell does."""
+    spec = SINGLE[name]
+    weights = nonzero_weights(spec, seed=4).astype(np.float32)
+    x = np.random.default_rng(5).standard_normal((3, 7, 3)).astype(np.float32)
+    mask = np.array([[1, 0, 1, 1, 0, 0, 1], [0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0]],
+                    bool)
+    layer = unirnn.build(spec, backend="keras", weights=weights, return_state=True)
+    assert layer.kernel == PARALLEL
+    out, h = (_np(v) for v in layer(x, mask=mask))
+    cell = unirnn.build(spec, backend="keras", module="cell", weights=weights)
+    rnn = keras.layers.RNN(cell, return_sequences=True, return_state=True,
+                           zero_output_for_mask=True)
+    want, want_h = (_np(v) for v in rnn(x, mask=mask))
+    assert max_rel_error(out, want) <= 1e-6
+    assert max_rel_error(h, want_h) <= 1e-6
+    assert np.all(out[~mask] == 0)
+
+
+def test_parallel_kernel_is_named_and_listed(keras_backend):
+    assert PARALLEL in keras_backend_module.KERNELS
+    for name, spec in SINGLE.items():
+        assert unirnn.build(spec, backend="keras").kernel == EXPECTED_KERNEL[name], name
+    # no log-space form without sigmoid gates: stepped, still the oracle's numbers
+    spec = unirnn.Spec("mingru", 3, 4, activations={"z": "hard_sigmoid"})
+    weights = nonzero_weights(spec).astype(np.float32)
+    x, state, lengths = _inputs(spec)
+    result = keras_backend_module.evaluate(spec, weights, x, initial_state=state,
+                                           lengths=lengths, dtype="float32")
+    assert result.kernel == CELL
+    assert max_rel_error(result.outputs, oracle.run(spec, weights, x, state, lengths)[0]) \
+        <= TOL["float32"]
+
+
+def test_parallel_scan_in_a_functional_model(keras_backend):
+    """An unknown number of steps (keras.Input((None, I))): the scan traces and runs."""
+    spec = STACKED["minlstm"]
+    weights = nonzero_weights(spec).astype(np.float32)
+    inputs = keras.Input((None, 3))
+    model = keras.Model(inputs, unirnn.build(spec, backend="keras", weights=weights)(inputs))
+    x, _, _ = _inputs(spec, with_state=False, with_lengths=False)
+    out = _np(model.predict(x.astype(np.float32), verbose=0))
+    assert max_rel_error(out, oracle.run(spec, weights, x)[0]) <= TOL["float32"]
+
+
+@pytest.mark.parametrize("name", list(SINGLE))
+def test_initialisation_and_variables(keras_backend, name):
+    """Variables in the kernel layout, without recurrent ones where the family has none;
+    layer-norm scales start at one, offsets at zero, the rest uniform in ±1/sqrt(H); the
+    canonical weights read back are the ones set."""
+    spec = SINGLE[name]
+    cell = unirnn.build(spec, backend="keras", module="cell")
+    recurrent = unirnn.get_family(spec.family).recurrent
+    assert ("recurrent_kernel" in cell.canonical_variables) == recurrent
+    inits = unirnn._weights.layer_inits(spec, spec.input_size)
+    bound = 1.0 / np.sqrt(spec.hidden_size)
+    for short, variable in cell.variables_by_canonical_name().items():
+        value = _np(variable)
+        if inits[short] == "uniform":
+            assert np.all(np.abs(value) <= bound) and np.std(value) > 0, short
+        else:
+            assert np.all(value == (1.0 if inits[short] == "ones" else 0.0)), short
+    weights = nonzero_weights(spec)
+    layer = unirnn.build(spec, backend="keras", weights=weights, dtype="float32")
+    read = layer.canonical_weights()
+    assert set(read) == set(unirnn.weight_shapes(spec))
+    for key in read:
+        assert max_rel_error(read[key], weights[key]) <= 1e-7, key
+
+
+@pytest.mark.parametrize("name", ["ln_lstm", "mingru"])
+def test_saved_and_loaded(keras_backend, name, tmp_path):
+    spec = STACKED[name]
+    weights = nonzero_weights(spec).astype(np.float32)
+    inputs = keras.Input((None, 3))
+    model = keras.Model(inputs, unirnn.build(spec, backend="keras", weights=weights)(inputs))
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    x, _, _ = _inputs(spec, with_state=False, with_lengths=False)
+    x = x.astype(np.float32)
+    assert max_rel_error(_np(loaded(x)), _np(model(x))) <= 1e-7
+    assert loaded.layers[-1].kernel == EXPECTED_KERNEL[name]
+    assert unirnn.from_keras(loaded.layers[-1])[0] == spec
+
+
+@pytest.mark.parametrize(("name", "field"), [
+    ("gru-reset-none", "reset='none'"), ("lstm-coupled", "coupled=True"),
+    ("ln_lstm", "family 'ln_lstm'"), ("ln_gru", "family 'ln_gru'"),
+    ("indrnn", "family 'indrnn'"), ("mingru", "family 'mingru'"),
+    ("minlstm", "family 'minlstm'"),
+])
+def test_native_path_refuses_these_families(keras_backend, name, field):
+    spec = SINGLE[name]
+    with pytest.raises(ValueError, match=r"path='native'.*" + field):
+        unirnn.build(spec, backend="keras", path="native")
+    with pytest.raises(ValueError, match=r"to_keras\(path='native'\).*" + field):
+        unirnn.to_keras(spec, nonzero_weights(spec), path="native")
+    assert unirnn.build(spec, backend="keras", path="auto").resolved_path == "custom"
+    assert isinstance(unirnn.to_keras(spec, nonzero_weights(spec)),
+                      keras_backend_module.UniRNN)
