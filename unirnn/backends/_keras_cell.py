@@ -189,8 +189,18 @@ class KerasOps:
             a2, b2 = later
             return a1 * a2, a2 * b1 + b2
 
-        _, hs = ops.associative_scan(combine, (a, b), axis=0)
-        return hs
+        if keras.backend.backend() != "tensorflow":
+            _, hs = ops.associative_scan(combine, (a, b), axis=0)
+            return hs
+
+        # Keras' tensorflow associative_scan compares the time lengths of its inputs with
+        # a Python bool, which fails on an unknown number of steps (a functional model's
+        # (None, None, I) input, a traced predict): one input, (a, b) stacked last, passes.
+        def combine_stacked(earlier: Any, later: Any) -> Any:
+            a, b = combine((earlier[..., 0], earlier[..., 1]), (later[..., 0], later[..., 1]))
+            return ops.stack([a, b], axis=-1)
+
+        return ops.associative_scan(combine_stacked, ops.stack([a, b], axis=-1), axis=0)[..., 1]
 
 
 def as_spec(spec: Spec | Mapping[str, Any] | str) -> Spec:

@@ -21,8 +21,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .._cells import folded_bias_rows
 from .._spec import Spec
-from .._weights import Weights
+from .._weights import Weights, layer_shapes
 from ..layouts import onnx as onnx_layout
+from ._onnx_cells import generic_scan_direction, needs_generic_step
 from ._onnx_ops import ELEM, Graph, activation
 
 __all__ = ["DTYPES", "build_model"]
@@ -216,7 +217,7 @@ def build_model(spec: Spec, weights: Weights, *, native: bool, opset: int, batch
             less = g.op("Less", g.op("Unsqueeze", times, g.const(np.array([1]))),
                         g.op("Unsqueeze", "lengths", g.const(np.array([0]))))
             mask = g.op("Unsqueeze", less, g.const(np.array([2])))
-    state_names = ["h0", "c0"][: 2 if spec.family == "lstm" else 1]
+    state_names = ["h0", "c0"][: 2 if spec.has_cell_state else 1]
     sizes = {"h0": P, "c0": H}
     if initial_state:
         inputs += [helper.make_tensor_value_info(n, elem, [L * D, "batch", sizes[n]])
@@ -241,7 +242,11 @@ def build_model(spec: Spec, weights: Weights, *, native: bool, opset: int, batch
         for d, direction in enumerate(spec.directions):
             state = [g.op("Gather", n, g.const(np.array(layer * D + d)), axis=0)
                      if initial_state else zeros[n] for n in state_names]
-            last, y = _scan_direction(g, spec, layer, direction, x, state, mask)
+            if needs_generic_step(spec):
+                last, y = generic_scan_direction(g, spec, layer, direction, x, state, mask,
+                                                 layer_shapes(spec, spec.layer_input_size(layer)))
+            else:
+                last, y = _scan_direction(g, spec, layer, direction, x, state, mask)
             directions.append(y)
             for n, s in zip(state_names, last):
                 finals[n].append(g.op("Unsqueeze", s, g.const(np.array([0]))))

@@ -90,7 +90,8 @@ def to_onnx(spec: Spec, weights: Mapping[str, Any], path: str | os.PathLike[str]
     check_activations(spec)
     problem = onnx_layout.native_problem(spec, str(dtype))
     if native and problem is not None:
-        raise SpecError(f"to_onnx: native=True, but ONNX's {onnx_layout.OP_TYPES[spec.family]} "
+        op = onnx_layout.OP_TYPES.get(spec.family, spec.family)
+        raise SpecError(f"to_onnx: native=True, but ONNX's {op} "
                         f"op cannot compute this spec: {problem}")
     use_native = problem is None if native is None else bool(native)
     model = build_model(spec, checked, native=use_native, opset=opset, batch_first=batch_first,
@@ -194,7 +195,7 @@ def evaluate(spec: Spec, weights: Mapping[str, Any], x: Any, *, initial_state: A
     weights = check_weights(spec, weights).astype(np.dtype(dtype))
     model = to_onnx(spec, weights, lengths=lengths is not None,
                     initial_state=initial_state is not None, native=native, **options)
-    if initial_state is not None and spec.family != "lstm":
+    if initial_state is not None and not spec.has_cell_state:
         initial_state = (initial_state,)
     y, state = run(model, x, lengths=lengths, initial_state=initial_state, provider=provider)
     return Evaluation(y, state, kernel(model))

@@ -103,7 +103,7 @@ def make_case(name: str, spec: Spec, weights: Mapping[str, Any] | None = None, s
     rows = spec.num_layers * spec.num_directions
     h0 = 0.5 * rng.standard_normal((rows, batch, spec.output_size))
     state: Any = h0
-    if spec.family == "lstm":
+    if spec.has_cell_state:
         state = (h0, 0.5 * rng.standard_normal((rows, batch, spec.hidden_size)))
     lengths = rng.integers(1, steps + 1, size=batch)
     lengths[0] = steps
@@ -258,7 +258,7 @@ def _load_cases(path: Path) -> list[Case]:
         weights = Weights({key.split("/", 2)[2]: data[key] for key in data.files
                            if key.startswith(f"{k}/w/")})
         cases.append(Case(str(data[f"{k}/name"]), spec, weights, data[f"{k}/x"],
-                          states if spec.family == "lstm" else states[0],
+                          states if spec.has_cell_state else states[0],
                           data[f"{k}/lengths"], data[f"{k}/cotangent"]))
     return cases
 
