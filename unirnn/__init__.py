@@ -17,13 +17,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import _cell_families  # noqa: F401  (registers ln_lstm, ln_gru, indrnn, mingru, minlstm)
 from ._activations import activation_names, register_activation
 from ._assumed import SpecAndWeights
 from ._cells import Cell, Ops
-from . import _cell_families  # noqa: F401  (registers ln_lstm, ln_gru, indrnn, mingru, minlstm)
-from ._families import Family, Param, family_names, register_family
 from ._errors import FileFormatError, InputError, SpecError, UnirnnError, WeightsError
 from ._extras import EXTRAS, missing
+from ._families import Family, Param, family_names, register_family
 from ._file import load
 from ._file import save_file as save
 from ._gates import from_gates, to_gates

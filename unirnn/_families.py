@@ -184,7 +184,8 @@ def get_family(name: str) -> Family:
         raise SpecError(
             f"family: {name!r} is not registered; registered families: "
             f"{', '.join(_REGISTRY)}. A spec or file naming a user-defined family needs "
-            f"unirnn.register_family({name!r}, ...) run before it is built or loaded"
+            f"unirnn.register_family({name!r}, ...) run before it is built or loaded (on "
+            f"the command line: --import the module that registers it)"
         ) from None
 
 

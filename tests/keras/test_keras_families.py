@@ -17,6 +17,8 @@ from conftest import require_float64
 from support import TOL, framework, max_rel_error, nonzero_weights
 
 import unirnn
+from unirnn._families import get_family
+from unirnn._weights import layer_inits
 
 keras = framework("keras")
 from unirnn.backends import keras as keras_backend_module  # noqa: E402
@@ -232,9 +234,9 @@ def test_initialisation_and_variables(keras_backend, name):
     canonical weights read back are the ones set."""
     spec = SINGLE[name]
     cell = unirnn.build(spec, backend="keras", module="cell")
-    recurrent = unirnn.get_family(spec.family).recurrent
+    recurrent = get_family(spec.family).recurrent
     assert ("recurrent_kernel" in cell.canonical_variables) == recurrent
-    inits = unirnn._weights.layer_inits(spec, spec.input_size)
+    inits = layer_inits(spec, spec.input_size)
     bound = 1.0 / np.sqrt(spec.hidden_size)
     for short, variable in cell.variables_by_canonical_name().items():
         value = _np(variable)

@@ -171,36 +171,76 @@ class KerasOps:
         return ops.log(x)
 
     def linear_scan(self, log_a: Any, b: Any, log_b: Any | None, h0: Any) -> Any:
-        """``h_t = a_t h_{t-1} + b_t`` for all ``t`` at once: ``keras.ops.associative_scan``
-        over time (axis 0) of the pairs ``(a_t, b_t)`` with ``(a1, b1), (a2, b2) -> (a1 a2,
-        a2 b1 + b2)``, ``h0`` folded into the first step (``b_0 + a_0 h0``). On Keras'
-        torch backend the log-space scan of unirnn's torch kernels instead (``cumsum``,
-        ``logcumsumexp``): Keras' torch ``associative_scan`` builds float32 CPU buffers,
-        losing float64 and other devices."""
-        if keras.backend.backend() == "torch":
-            from ._torch_kernels import log_space_scan
-
-            return log_space_scan(log_a, b, log_b, h0)
+        """``h_t = a_t h_{t-1} + b_t`` for all ``t`` at once, in linear space (``a_t =
+        exp(log_a_t)``; ``log_b`` is not needed), ``h0`` folded into the first step
+        (``b_0 + a_0 h0``): an inclusive scan over time (axis 0) of the pairs ``(a_t, b_t)``
+        under ``(a1, b1), (a2, b2) -> (a1 a2, a2 b1 + b2)`` (:func:`_associative_scan`)."""
         a = ops.exp(log_a)
         b = ops.concatenate([ops.expand_dims(b[0] + a[0] * h0, 0), b[1:]], axis=0)
+        return _associative_scan(a, b)
 
-        def combine(earlier: tuple[Any, Any], later: tuple[Any, Any]) -> tuple[Any, Any]:
-            a1, b1 = earlier
-            a2, b2 = later
-            return a1 * a2, a2 * b1 + b2
 
-        if keras.backend.backend() != "tensorflow":
-            _, hs = ops.associative_scan(combine, (a, b), axis=0)
-            return hs
+def _combine(earlier: tuple[Any, Any], later: tuple[Any, Any]) -> tuple[Any, Any]:
+    """Two consecutive steps of ``h -> a h + b`` as one: ``later`` after ``earlier``."""
+    a1, b1 = earlier
+    a2, b2 = later
+    return a1 * a2, a2 * b1 + b2
 
-        # Keras' tensorflow associative_scan compares the time lengths of its inputs with
-        # a Python bool, which fails on an unknown number of steps (a functional model's
-        # (None, None, I) input, a traced predict): one input, (a, b) stacked last, passes.
-        def combine_stacked(earlier: Any, later: Any) -> Any:
-            a, b = combine((earlier[..., 0], earlier[..., 1]), (later[..., 0], later[..., 1]))
-            return ops.stack([a, b], axis=-1)
 
-        return ops.associative_scan(combine_stacked, ops.stack([a, b], axis=-1), axis=0)[..., 1]
+def _associative_scan(a: Any, b: Any) -> Any:
+    """Every ``B_t`` of the inclusive scan of ``(a_t, b_t)`` under :func:`_combine` over
+    axis 0 (with ``b_0`` holding the initial state: every ``h_t``).
+
+    jax: ``keras.ops.associative_scan`` (``lax.associative_scan``, a work-efficient
+    parallel scan). Keras' own on the other backends does not serve: on torch it builds
+    float32 CPU buffers (float64 is lost, other devices fail), on tensorflow it compares the
+    inputs' lengths as a Python bool (an unknown number of steps, a functional model's
+    ``(None, None, I)`` input, fails) and its dynamic form takes seconds to trace and loses
+    the static shape. There a doubling scan (Hillis-Steele: ``log2 T`` rounds, each
+    combining every step with the one ``k`` before it, ``k = 1, 2, 4, ...``), a Python loop
+    on torch (eager: the length is known), a ``tf.while_loop`` on tensorflow.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return ops.associative_scan(_combine, (a, b), axis=0)[1]
+    if backend == "tensorflow":
+        return _tf_doubling_scan(a, b)
+    steps = a.shape[0]
+    t = ops.reshape(ops.arange(steps), (steps,) + (1,) * (len(a.shape) - 1))
+    k = 1
+    while k < steps:
+        a, b = _doubling_round(a, b, k, ops.cast(t >= k, a.dtype), last=2 * k >= steps)
+        k *= 2
+    return b
+
+
+def _doubling_round(a: Any, b: Any, k: Any, keep: Any, last: bool = False,
+                    roll: Callable[[Any, Any], Any] | None = None) -> tuple[Any, Any]:
+    """One round of the doubling scan: step ``t`` combined with ``t - k`` (``keep`` is 1
+    where ``t >= k``, else 0: the identity ``(1, 0)``)."""
+    roll = roll or (lambda x, shift: ops.roll(x, shift, axis=0))
+    b = a * (roll(b, k) * keep) + b
+    if not last:
+        a = a * (roll(a, k) * keep + (1.0 - keep))
+    return a, b
+
+
+def _tf_doubling_scan(a: Any, b: Any) -> Any:
+    """The doubling scan as a ``tf.while_loop`` (any number of steps, known or not)."""
+    import tensorflow as tf
+
+    steps = tf.shape(a)[0]
+    t = tf.reshape(tf.range(steps), tf.concat([[steps], tf.ones([tf.rank(a) - 1], tf.int32)],
+                                              0))
+
+    def body(k: Any, a: Any, b: Any) -> tuple[Any, Any, Any]:
+        keep = tf.cast(t >= k, a.dtype)
+        a, b = _doubling_round(a, b, k, keep,
+                               roll=lambda x, shift: tf.roll(x, shift, axis=0))
+        return k * 2, a, b
+
+    _, _, b = tf.while_loop(lambda k, a, b: k < steps, body, (tf.constant(1), a, b))
+    return b
 
 
 def as_spec(spec: Spec | Mapping[str, Any] | str) -> Spec:

@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,8 @@ def default_cases() -> list[Case]:
         "d2l GRU (reset before), 2 layers": gru(3, 4, reset="before", num_layers=2),
         "LSTM peepholes+proj+clip, bidir": lstm(3, 5, peepholes=True, proj_size=3,
                                                 cell_clip=1.0, bidirectional=True),
+        "minGRU (parallel scan), bidirectional": Spec("mingru", 3, 4, bidirectional=True),
+        "layer-norm LSTM (haste)": Spec("ln_lstm", 3, 4),
     }
     return [make_case(name, spec, seed=i) for i, (name, spec) in enumerate(specs.items())]
 
@@ -263,8 +265,13 @@ def _load_cases(path: Path) -> list[Case]:
     return cases
 
 
-def _keras_worker(cases_path: str, dtypes: str) -> None:
-    """Subprocess entry: evaluate every case with Keras' current backend; print JSON rows."""
+def _keras_worker(cases_path: str, dtypes: str, imports: str = "") -> None:
+    """Subprocess entry: evaluate every case with Keras' current backend; print JSON rows.
+    ``imports``: the ``--import`` modules (comma-separated), imported first."""
+    if imports:
+        from ._imports import import_definitions
+
+        import_definitions(imports.split(","))
     cases = _load_cases(Path(cases_path))
     keras = importlib.import_module("keras")
     label = f"keras {keras.backend.backend()}"
@@ -288,7 +295,8 @@ def _keras_worker(cases_path: str, dtypes: str) -> None:
 
 
 def _keras_rows(cases: list[Case], dtypes: list[str], references: list[tuple[Evaluation, Any]],
-                step: Callable[[str], None] = lambda what: None) -> list[CheckRow]:
+                step: Callable[[str], None] = lambda what: None,
+                imports: Sequence[str] = ()) -> list[CheckRow]:
     rows: list[CheckRow] = []
     by_name = {case.name: (case, ref) for case, ref in zip(cases, references)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -301,7 +309,8 @@ def _keras_rows(cases: list[Case], dtypes: list[str], references: list[tuple[Eva
             result = subprocess.run(
                 [sys.executable, "-c",
                  "import sys; from unirnn.tools.check import _keras_worker; "
-                 "_keras_worker(sys.argv[1], sys.argv[2])", str(path), ",".join(dtypes)],
+                 "_keras_worker(sys.argv[1], sys.argv[2], sys.argv[3])", str(path),
+                 ",".join(dtypes), ",".join(imports)],
                 capture_output=True, text=True, env=env, check=False,
             )
             lines = [ln for ln in result.stdout.splitlines() if ln.startswith("UNIRNN-ROWS ")]
@@ -330,13 +339,16 @@ def _keras_rows(cases: list[Case], dtypes: list[str], references: list[tuple[Eva
 
 def run_check(cases: list[Case], dtypes: Iterable[str] = ("float64", "float32"),
               gradients: bool = True, keras: bool = True, keras_in_process: bool = False,
-              progress: Progress | None = None) -> list[CheckRow]:
+              progress: Progress | None = None, imports: Sequence[str] = ()
+              ) -> list[CheckRow]:
     """Every installed backend on every case; one row per (case, backend, device, dtype).
 
     ``keras`` runs Keras on each installed Keras backend, one subprocess each;
     ``keras_in_process`` runs it here instead, on this process's Keras backend only.
     ``progress(step, total, what)`` is told before each step starts (the command line's
-    status line, :class:`unirnn.tools._console.StatusLine`).
+    status line, :class:`unirnn.tools._console.StatusLine`). ``imports`` are the modules
+    that register user families and activations (``unirnn check --import``), imported in
+    the Keras subprocesses too.
     """
     dtypes = list(dtypes)
     targets = in_process_targets()
@@ -362,7 +374,7 @@ def run_check(cases: list[Case], dtypes: Iterable[str] = ("float64", "float32"),
         references.append((reference, finite_difference_gradients(case) if gradients else None))
     rows = _run_targets(cases, targets, dtypes, references, step)
     if keras:
-        rows += _keras_rows(cases, dtypes, references, step)
+        rows += _keras_rows(cases, dtypes, references, step, imports)
     return rows
 
 

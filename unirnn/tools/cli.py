@@ -22,6 +22,7 @@ from .._weights import Weights
 from ..backends import build, framework_installed
 from ..porting.port import FILE_FORMATS, file_format_of
 from ._console import StatusLine, quiet_frameworks
+from ._imports import import_definitions
 
 __all__ = ["main"]
 
@@ -97,7 +98,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         status.show("loading the installed frameworks...")
         _prepare_frameworks()
         rows = run_check(cases, dtypes=args.dtypes, gradients=not args.no_grad,
-                         keras=not args.no_keras, progress=status.progress)
+                         keras=not args.no_keras, progress=status.progress,
+                         imports=args.imports)
     print("Max error against the float64 numpy backend, relative to the output scale "
           "(outputs, final state);")
     print("gradients of sum(outputs * cotangent) w.r.t. input and every weight, against "
@@ -300,6 +302,11 @@ def _parser() -> argparse.ArgumentParser:
                          "SimpleCell) for .msgpack files of Flax's own cells")
     convert.add_argument("--force", action="store_true", help="overwrite DST")
     convert.set_defaults(func=_cmd_convert)
+    for command in (info, check, convert):
+        command.add_argument(
+            "--import", dest="imports", action="append", default=[], metavar="MODULE",
+            help="import MODULE (or a .py file) first: user code registering the families "
+            "and activations a file names (unirnn.register_family); repeatable")
     return parser
 
 
@@ -325,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             previous[number] = signal.signal(number, _raise_on_signal)
     try:
         with quiet_frameworks():
+            import_definitions(args.imports)
             return int(args.func(args))
     except BrokenPipeError:
         # the reader closed the pipe (`unirnn info f | head -1`): stop quietly
