@@ -239,7 +239,7 @@ def test_initialisation_and_variables(keras_backend, name):
     inits = layer_inits(spec, spec.input_size)
     bound = 1.0 / np.sqrt(spec.hidden_size)
     for short, variable in cell.variables_by_canonical_name().items():
-        value = _np(variable)
+        value = np.asarray(variable.numpy(), np.float64)
         if inits[short] == "uniform":
             assert np.all(np.abs(value) <= bound) and np.std(value) > 0, short
         else:

@@ -196,13 +196,24 @@ def _associative_scan(a: Any, b: Any) -> Any:
     float32 CPU buffers (float64 is lost, other devices fail), on tensorflow it compares the
     inputs' lengths as a Python bool (an unknown number of steps, a functional model's
     ``(None, None, I)`` input, fails) and its dynamic form takes seconds to trace and loses
-    the static shape. There a doubling scan (Hillis-Steele: ``log2 T`` rounds, each
+    the static shape. (On jax a symbolic number of steps, as Keras' shape inference
+    traces, takes ``lax.scan``.) There a doubling scan (Hillis-Steele: ``log2 T`` rounds, each
     combining every step with the one ``k`` before it, ``k = 1, 2, 4, ...``), a Python loop
     on torch (eager: the length is known), a ``tf.while_loop`` on tensorflow.
     """
     backend = keras.backend.backend()
     if backend == "jax":
-        return ops.associative_scan(_combine, (a, b), axis=0)[1]
+        if isinstance(a.shape[0], int):
+            return ops.associative_scan(_combine, (a, b), axis=0)[1]
+        # a symbolic number of steps (Keras infers a functional model's shapes with one),
+        # which lax.associative_scan cannot split: the sequential scan, same values
+        import jax
+
+        def step(h: Any, ab: tuple[Any, Any]) -> tuple[Any, Any]:
+            h = ab[0] * h + ab[1]
+            return h, h
+
+        return jax.lax.scan(step, ops.zeros_like(b[0]), (a, b))[1]
     if backend == "tensorflow":
         return _tf_doubling_scan(a, b)
     steps = a.shape[0]

@@ -387,6 +387,28 @@ def _plain_ops_only() -> bool:
     return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
 
 
+PARALLEL_CHUNK: dict[str, int | None] = {"cpu": 32}
+"""Steps per piece of the parallel form by device (``None`` or absent: the whole sequence).
+On the CPU a piece of 32 steps keeps the gate arrays in cache; over the whole sequence each
+elementwise op streams ``T*N*G*H`` values through memory and runs slower than stepping."""
+
+
+def _parallel_scan(cell: Cell, prepared: Mapping[str, Any], xp: Tensor,
+                   carry: tuple[Tensor, ...], valid: Tensor | None
+                   ) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """:meth:`unirnn._cells.Cell.parallel` over the sequence, in pieces of
+    :data:`PARALLEL_CHUNK` steps, each piece's final state the next one's initial."""
+    chunk = PARALLEL_CHUNK.get(xp.device.type) or xp.shape[0]
+    outputs = []
+    for start in range(0, xp.shape[0], chunk):
+        part = cell.parallel(prepared, xp[start:start + chunk], carry,
+                             None if valid is None else valid[start:start + chunk])
+        assert part is not None
+        y, carry = part
+        outputs.append(y)
+    return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)), carry
+
+
 def scan(spec: Spec, cell: Cell, params: Mapping[str, Tensor], x: Tensor,
          carry: tuple[Tensor, ...], valid: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
     """One layer and direction over time-major ``x`` ``(T, N, I_k)`` (:class:`unirnn._stack.Scan`).
@@ -400,9 +422,8 @@ def scan(spec: Spec, cell: Cell, params: Mapping[str, Tensor], x: Tensor,
         xp = project_inputs(x, params["w_x"], params.get("b_x"))  # all steps: one GEMM
     else:
         xp = cell.project(params, x)
-    parallel = cell.parallel(prepared, xp, carry, valid)
-    if parallel is not None:  # minGRU, minLSTM: the whole sequence as one scan
-        return parallel
+    if cell.has_parallel_form():  # minGRU, minLSTM: the gates of many steps at once
+        return _parallel_scan(cell, prepared, xp, carry, valid)
     if not _plain_ops_only():
         defer = torch.is_grad_enabled() and any(p.requires_grad for p in params.values())
         cell = make_cell(spec, _ScanOps(cell, prepared, (xp.shape[0], xp.shape[1]), defer))
