@@ -22,6 +22,7 @@ nn = importlib.import_module("flax.linen")
 nnx = importlib.import_module("flax.nnx")
 flax_backend = importlib.import_module("unirnn.backends.flax")
 flax_nnx = importlib.import_module("unirnn.backends._flax_nnx")
+jax_ops = importlib.import_module("unirnn.backends._jax_ops")
 kernels_layout = importlib.import_module("unirnn.layouts.kernels")
 
 STACK = {"num_layers": 2, "bidirectional": True}
@@ -92,7 +93,7 @@ def _loss(spec, weights, x, state, lengths, cotangent):
 
 
 GRAD_CASES = [("ln_lstm", "nnx"), ("ln_gru", "linen"), ("indrnn", "nnx"), ("mingru", "linen"),
-              ("minlstm", "linen"), ("lstm-coupled", "linen")]
+              ("minlstm", "linen")]
 """Bidirectional, one layer (minlstm: two); each layer-direction costs compile time."""
 
 
@@ -100,13 +101,17 @@ GRAD_CASES = [("ln_lstm", "nnx"), ("ln_gru", "linen"), ("indrnn", "nnx"), ("ming
 def test_family_grads_match_oracle_finite_differences(name, api):
     """jax.vjp through the layer (the parallel scan for minGRU/minLSTM) against central
     finite differences of the oracle, along random directions in (x, every weight)."""
-    spec = SPECS[name] if name == "minlstm" else SPECS[name].replace(num_layers=1)
+    _check_grads(SPECS[name] if name == "minlstm" else SPECS[name].replace(num_layers=1),
+                 api=api)
+
+
+def _check_grads(spec, **options):
     weights = nonzero_weights(spec)
     x, state, lengths = example_inputs(spec)
     rng = np.random.default_rng(7)
     cotangent = rng.standard_normal((*x.shape[:2], spec.num_directions * spec.output_size))
     result = flax_backend.evaluate(spec, weights, x, initial_state=state, lengths=lengths,
-                                   cotangent=cotangent, api=api)
+                                   cotangent=cotangent, **options)
     grads = result.grads
     assert set(grads) == {"x", *weights}
     for n in weights:
@@ -194,8 +199,50 @@ def test_parallel_kernel_is_named(api, default_kernel):
     _check_against_oracle(result, stepped, weights, x, state, lengths, "float64")
 
 
-def test_parallel_scan_long_sequence_float32():
-    """T=512 in float32: the associative scan stays within float32 tolerance."""
+@pytest.fixture(params=[True, False], ids=["associative", "multiply-add"])
+def associative(request, monkeypatch):
+    """Both linear scans of the parallel form, whichever the default backend uses: the
+    associative scan (off XLA:CPU) and one multiply-add per step (XLA:CPU)."""
+    monkeypatch.setattr(jax_ops, "uses_associative_scan", lambda: request.param)
+    return request.param
+
+
+def test_linear_scans_match_the_recurrence(associative):
+    rng = np.random.default_rng(0)
+    log_a = -np.abs(rng.standard_normal((9, 2, 3)))
+    b = rng.standard_normal((9, 2, 3))
+    h0 = rng.standard_normal((2, 3))
+    h, expected = h0, []
+    for t in range(9):
+        h = np.exp(log_a[t]) * h + b[t]
+        expected.append(h)
+    got = jax.jit(flax_backend.JaxOps().linear_scan)(log_a, b, None, h0)
+    np.testing.assert_allclose(got, np.stack(expected), rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", ["mingru", "minlstm"])
+def test_other_linear_scan_matches_oracle(name, dtype, monkeypatch):
+    """The linear scan the default backend does not use (the tests above run the other)."""
+    other = not jax_ops.uses_associative_scan()
+    monkeypatch.setattr(jax_ops, "uses_associative_scan", lambda: other)
+    spec = SPECS[name]
+    weights = nonzero_weights(spec)
+    x, state, lengths = example_inputs(spec)
+    result = flax_backend.evaluate(spec, weights, x, initial_state=state, lengths=lengths,
+                                   dtype=dtype)
+    assert result.kernel == PARALLEL_KERNEL
+    _check_against_oracle(result, spec, weights, x, state, lengths, dtype)
+
+
+def test_other_linear_scan_grads_match_oracle(monkeypatch):
+    other = not jax_ops.uses_associative_scan()
+    monkeypatch.setattr(jax_ops, "uses_associative_scan", lambda: other)
+    _check_grads(SPECS["mingru"].replace(num_layers=1))
+
+
+def test_parallel_scan_long_sequence_float32(associative):
+    """T=512 in float32: both linear scans stay within float32 tolerance."""
     spec = unirnn.Spec("mingru", 4, 8)
     weights = nonzero_weights(spec, scale=1.5)
     x = np.random.default_rng(0).standard_normal((2, 512, 4))

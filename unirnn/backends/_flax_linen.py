@@ -34,8 +34,8 @@ __all__ = ["UniCell", "UniRNN"]
 class UniCell(nn.RNNCellBase):
     """A unirnn cell as a Flax cell: ``(carry, x) -> (carry, y)``, one step.
 
-    ``x`` is ``(*batch, in_features)``; the carry is ``h`` ``(*batch, P)`` for rnn and gru,
-    ``(c, h)`` for lstm (Flax's order). Parameters as in the module docstring. Usable
+    ``x`` is ``(*batch, in_features)``; the carry is ``h`` ``(*batch, P)``, ``(c, h)`` for
+    lstm and ln_lstm (Flax's order). Parameters as in the module docstring. Usable
     alone or under ``nn.RNN``; :class:`UniRNN` instead hoists the input projection.
 
     Example:
@@ -55,7 +55,8 @@ class UniCell(nn.RNNCellBase):
         param_dtype: parameter dtype (float32).
         initial: canonical tensors of this layer-direction (``w_x``...) to initialise
             the parameters with; ``None``: Flax's initialisers (lecun normal input
-            kernel, orthogonal recurrent blocks, zero biases and peepholes).
+            kernel, orthogonal recurrent blocks, zero biases and peepholes; a family's
+            extra parameters as :func:`unirnn._weights.layer_inits` says).
     """
 
     spec: Spec
@@ -99,7 +100,8 @@ class UniRNN(nn.Module):
     ``jax.lax.scan`` over arrays (not ``nn.scan``): the same pure function runs the nnx
     twin, and dropout acts only between layers, so no variables or rngs need lifting
     into the loop. ``model.kernel`` names the path: ``"unirnn-scan"`` (input GEMM hoisted
-    before the scan) or ``"unirnn-scan(input-per-step)"``.
+    before the scan), ``"unirnn-scan(input-per-step)"``, or ``"unirnn.flax-parallel-scan"``
+    (minGRU, minLSTM: no step loop, :data:`unirnn.backends.flax.PARALLEL_KERNEL`).
 
     Example:
         >>> import jax, jax.numpy as jnp, unirnn
@@ -158,7 +160,8 @@ class UniRNN(nn.Module):
 
     @property
     def kernel(self) -> str:
-        """The path it runs: ``"unirnn-scan"``, or ``"unirnn-scan(input-per-step)"``."""
+        """The path it runs: ``"unirnn-scan"``, ``"unirnn-scan(input-per-step)"`` or
+        ``"unirnn.flax-parallel-scan"``."""
         return kernel_name(self.hoist_input, self.spec)
 
     @nn.compact

@@ -40,10 +40,10 @@ parameter may not be named."""
 class UniCellNNX(RNNCellBase):
     """A unirnn cell as an nnx cell: ``cell(carry, x) -> (carry, y)``.
 
-    Carry ``h`` ``(*batch, P)``, lstm ``(c, h)`` (Flax's order). Parameters are
+    Carry ``h`` ``(*batch, P)``, lstm and ln_lstm ``(c, h)`` (Flax's order). Parameters are
     ``nnx.Param`` attributes ``input_kernel`` ``(I, G*H)``, ``recurrent_kernel``
     ``(P, G*H)``, ``input_bias``, ``recurrent_bias``, ``peepholes``, ``projection_kernel``
-    as in :mod:`unirnn.backends.flax`.
+    and a family's extra parameters under their names, as in :mod:`unirnn.backends.flax`.
 
     Args:
         spec: the cell's spec (``num_layers``/``bidirectional`` ignored).
@@ -124,7 +124,8 @@ class UniRNNNNX(nnx.Module):
 
     Attributes:
         spec: what it runs; ``layer{k}_{direction}``: a :class:`UniCellNNX` per layer and
-        direction; kernel: ``"unirnn-scan"``, or ``"unirnn-scan(input-per-step)"`` when
+        direction; kernel: ``"unirnn.flax-parallel-scan"`` (minGRU, minLSTM),
+        ``"unirnn-scan"``, or ``"unirnn-scan(input-per-step)"`` when
         the input GEMM runs inside each step (``hoist_input=False``, or the default on
         XLA:CPU).
     """

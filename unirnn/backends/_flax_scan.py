@@ -1,29 +1,34 @@
 """The jax half of the Flax backend, shared by its linen and nnx modules.
 
-The jax ops and activations, the one Flax step (:func:`cell_step`, :func:`apply_cell`),
-carry conversions and the per-direction ``lax.scan`` (:func:`run_direction`) as pure
-functions over arrays; the layers, directions and lengths around it are
-:func:`unirnn._stack.run_stack`. Layouts and carries are described in
-:mod:`unirnn.backends.flax`.
+The one Flax step (:func:`cell_step`, :func:`apply_cell`), carry conversions and the
+per-direction ``lax.scan`` (:func:`run_direction`) as pure functions over arrays; the
+layers, directions and lengths around it are :func:`unirnn._stack.run_stack`. Layouts and
+carries are described in :mod:`unirnn.backends.flax`; the jax ops of the cells are
+:mod:`unirnn.backends._jax_ops`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._activations import BUILTIN_NAMES, resolve_activation
-from .._cells import Cell, make_cell, split_points
+from .._cells import Cell, make_cell
 from .._errors import InputError
 from .._inputs import check_input_shape, check_lengths, check_state_list
 from .._spec import Spec
 from .._stack import Carry, run_stack
 from .._weights import layer_inits
 from ..layouts.kernels import KERNEL_LAYOUT, kernel_layout_shapes
+from ._jax_ops import JAX_ACTIVATIONS, JaxOps, Kernel
+
+__all__ = ["JAX_ACTIVATIONS", "KERNEL", "KERNELS", "PARALLEL_KERNEL", "JaxOps", "Kernel",
+           "apply_cell", "apply_stack", "cell_step", "kernel_name", "param_inits",
+           "processing_order", "run_direction", "step_tensors", "to_flax_carry",
+           "to_internal_carry", "zero_carry"]
 
 KERNEL = "unirnn-scan"
 """The path every Flax module runs: ``lax.scan`` of the fused cell (``"unirnn-scan"`` with
@@ -31,130 +36,15 @@ the input GEMM hoisted out of the scan, ``"unirnn-scan(input-per-step)"`` with i
 
 PARALLEL_KERNEL = "unirnn.flax-parallel-scan"
 """The path of a layer whose cell has a parallel form (minGRU, minLSTM with their default
-gates, :meth:`unirnn._cells.Cell.has_parallel_form`): the whole sequence of each layer and
-direction as one ``lax.associative_scan``, no ``lax.scan``."""
+gates, :meth:`unirnn._cells.Cell.has_parallel_form`): the gate math of the whole sequence
+of each layer and direction at once, then its linear recurrence as one
+``lax.associative_scan`` (a multiply-add per step on XLA:CPU:
+:func:`unirnn.backends._jax_ops.uses_associative_scan`); the cell is not stepped."""
 
 KERNELS = (KERNEL, f"{KERNEL}(input-per-step)", PARALLEL_KERNEL)
 """Every path a Flax module's ``.kernel`` may name."""
 
 Array = Any
-
-
-def _hard_sigmoid(x: Array, alpha: float, beta: float) -> Array:
-    return jnp.clip(alpha * x + beta, 0.0, 1.0)
-
-
-def _elu(x: Array, alpha: float) -> Array:
-    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0.0)))
-
-
-JAX_ACTIVATIONS: Mapping[str, Callable[..., Array]] = {
-    "sigmoid": jax.nn.sigmoid,
-    "tanh": jnp.tanh,
-    "relu": jax.nn.relu,
-    "identity": lambda x: x,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "silu": jax.nn.silu,
-    "hard_sigmoid": _hard_sigmoid,
-    "softsign": lambda x: x / (1.0 + jnp.abs(x)),
-    "softplus": jax.nn.softplus,
-    "elu": _elu,
-    "leaky_relu": lambda x, alpha: jnp.where(x >= 0, x, alpha * x),
-    "min_g": lambda x: jnp.where(x >= 0, x + 0.5, jax.nn.sigmoid(x)),
-}
-"""jax implementations of every built-in activation (formulas in :mod:`unirnn._activations`)."""
-
-assert set(JAX_ACTIVATIONS) == set(BUILTIN_NAMES), "every built-in activation needs a jax form"
-
-
-class Kernel:
-    """A Flax ``(in, out)`` kernel standing in for the canonical ``(out, in)`` weight ``w``.
-
-    The shared cells slice canonical rows (``w_h[:2*H]``) and call ``linear(x, w, b)``;
-    with a ``Kernel`` those become column slices and a plain ``x @ kernel``, so no
-    transpose is left inside the scanned step (XLA cannot fold one across the loop).
-    """
-
-    __slots__ = ("kernel",)
-
-    def __init__(self, kernel: Array) -> None:
-        self.kernel = kernel
-
-    def __getitem__(self, rows: slice) -> Kernel:
-        return Kernel(self.kernel[:, rows])
-
-
-class JaxOps:
-    """The :class:`unirnn._cells.Ops` and :class:`unirnn._stack.StackOps` of jax.
-
-    ``linear`` is ``x @ w.T (+ b)`` with ``w`` a canonical ``(out, in)`` array or a
-    :class:`Kernel` (``x @ kernel``).
-    """
-
-    backend = "jax"
-
-    def linear(self, x: Array, w: Array | Kernel, b: Array | None) -> Array:
-        y = x @ w.kernel if isinstance(w, Kernel) else x @ w.T
-        return y if b is None else y + b
-
-    def recurrent(self, name: str, x: Array, w: Array | Kernel, b: Array | None) -> Array:
-        return self.linear(x, w, b)
-
-    def split(self, x: Array, sections: int | Sequence[int]) -> list[Array]:
-        parts = sections if isinstance(sections, int) else split_points(sections)
-        return jnp.split(x, parts, axis=-1)
-
-    def lerp(self, a: Array, b: Array, w: Array) -> Array:
-        return a + w * (b - a)
-
-    def clip(self, x: Array, bound: float) -> Array:
-        return jnp.clip(x, -bound, bound)
-
-    def activation(self, name: str) -> Callable[[Array], Array]:
-        return resolve_activation(name, "jax", JAX_ACTIVATIONS)
-
-    # the stack runner's ops (unirnn._stack.StackOps), time axis 0
-    def concat(self, xs: Sequence[Array]) -> Array:
-        return jnp.concatenate(xs, axis=-1)
-
-    def stack(self, xs: Sequence[Array]) -> Array:
-        return jnp.stack(xs)
-
-    def flip_time(self, x: Array) -> Array:
-        return x[::-1]
-
-    def take_time(self, x: Array, index: Array) -> Array:
-        return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=0)
-
-    def positions(self, steps: int, like: Array) -> Array:
-        return jnp.arange(steps)[:, None]
-
-    def where(self, condition: Array, a: Array, b: Array) -> Array:
-        return jnp.where(condition, a, b)
-
-    def layer_norm(self, x: Array, scale: Array, offset: Array | None,
-                   eps: float = 1e-5) -> Array:
-        mean = jnp.mean(x, axis=-1, keepdims=True)
-        centred = x - mean
-        variance = jnp.mean(centred * centred, axis=-1, keepdims=True)  # biased, as torch
-        y = centred * jax.lax.rsqrt(variance + eps) * scale
-        return y if offset is None else y + offset
-
-    def log(self, x: Array) -> Array:
-        return jnp.log(x)
-
-    def linear_scan(self, log_a: Array, b: Array, log_b: Array | None, h0: Array) -> Array:
-        # (A_t, B_t) with h_t = A_t h_0 + B_t, by composing the affine maps h -> a h + b over
-        # time axis 0: (a1, b1) then (a2, b2) is (a1 a2, a2 b1 + b2). log_b is not needed.
-        def combine(first: tuple[Array, Array], second: tuple[Array, Array]
-                    ) -> tuple[Array, Array]:
-            a1, b1 = first
-            a2, b2 = second
-            return a1 * a2, a2 * b1 + b2
-
-        decay, offset = jax.lax.associative_scan(combine, (jnp.exp(log_a), b), axis=0)
-        return decay * h0 + offset
 
 
 # -- the one Flax step -------------------------------------------------------------------

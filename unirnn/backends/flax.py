@@ -15,8 +15,13 @@ canonical order (lstm i, f, g, o; gru r, z, n)::
     peepholes          (3*H,)       = p        (peepholes=True; i, f, o)
     projection_kernel  (H, P)       = w_r.T    (proj_size > 0)
 
-Carry: the cell's carry is Flax's: ``h`` for rnn and gru, ``(c, h)`` for lstm (the order
-of ``nn.LSTMCell``; torch and unirnn's ``evaluate`` use ``(h, c)``). The layer's carry is a
+A family's extra parameters (``ln_x``, ``u``...: :func:`unirnn.register_family`) keep their
+canonical names and shapes; families without recurrent weights (indrnn, mingru, minlstm)
+have no ``recurrent_kernel``/``recurrent_bias`` (:mod:`unirnn.layouts.kernels`).
+
+Carry: the cell's carry is Flax's: ``h``, or ``(c, h)`` for lstm and the families with a
+cell state (ln_lstm) (the order of ``nn.LSTMCell``; torch and unirnn's ``evaluate`` use
+``(h, c)``). The layer's carry is a
 tuple of cell carries, one per layer and direction, in torch's row order (layer 0
 forward, layer 0 backward, layer 1 forward, ...).
 
@@ -25,7 +30,10 @@ Speed: each step runs one fused ``(P, G*H)`` recurrent GEMM and the shared cell 
 steps is one GEMM ahead of the scan (``hoist_input=True``; the default off XLA:CPU) or one
 GEMM inside each step (``False``; the default on XLA:CPU, where it runs beside the
 recurrent GEMM). Each step reads its inputs from the carry, and the backward pass
-recomputes the gate math from the saved GEMM outputs (docs/flax.md, Speed).
+recomputes the gate math from the saved GEMM outputs (docs/flax.md, Speed). A family with
+a parallel form (minGRU, minLSTM) runs the gate math of the whole sequence at once and its
+linear recurrence as one ``lax.associative_scan`` (one multiply-add per step on XLA:CPU),
+``kernel`` ``"unirnn.flax-parallel-scan"``; its Flax cell steps the same recurrence.
 """
 
 from __future__ import annotations
