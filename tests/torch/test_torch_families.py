@@ -161,10 +161,10 @@ def test_parallel_form_needs_sigmoid_gates():
 def scan_kind(request, monkeypatch):
     """Each of the torch backend's linear scans: the log-space one (CUDA's) runs on the
     CPU here when its device set includes the CPU."""
-    from unirnn.backends import _torch_kernels
+    from unirnn.backends import _torch_scans
 
     if request.param == "log-space":
-        monkeypatch.setattr(_torch_kernels, "LOG_SPACE_DEVICES", {"cpu", "cuda"})
+        monkeypatch.setattr(_torch_scans, "LOG_SPACE_DEVICES", {"cpu", "cuda"})
     return request.param
 
 
