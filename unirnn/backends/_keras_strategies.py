@@ -37,8 +37,10 @@ CUSTOM_KERNEL = "unirnn.keras-cell"
 
 PARALLEL_KERNEL = "unirnn.keras-parallel-scan"
 """The custom cell of a family whose state is linear in itself with input-only
-coefficients (minGRU, minLSTM: :meth:`unirnn._cells.Cell.parallel`), each layer and
-direction run as one ``keras.ops.associative_scan`` over time instead of a step loop."""
+coefficients (minGRU, minLSTM: :meth:`unirnn._cells.Cell.parallel`): per layer and
+direction the gates of every step at once, then the linear recurrence as an associative
+scan over time on an accelerator, one multiply-add per step on the CPU
+(:meth:`~unirnn.backends._keras_cell.KerasOps.linear_scan`), no step loop of the cell."""
 
 HOIST_INPUT_PROJECTION = keras.backend.backend() != "jax"
 """Project all steps' inputs in one GEMM before the loop (tensorflow, torch). On jax, XLA
@@ -224,7 +226,7 @@ class CustomStrategy:
         minGRU and minLSTM one parallel scan over all steps (:data:`PARALLEL_KERNEL`), a
         masked step holding the state there too."""
         cell = self._cell(layer, direction)
-        if self.parallel:  # minGRU, minLSTM: all steps in one associative scan
+        if self.parallel:  # minGRU, minLSTM: the gates of all steps at once, then a scan
             result = cell.cell.parallel(cell.step_params(), cell.project(x), tuple(carry),
                                         valid)
             if result is not None:

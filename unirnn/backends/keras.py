@@ -11,7 +11,11 @@ activation) runs unirnn's custom cell written with ``keras.ops``
 steps, then Keras' backend RNN loop (``lax.scan``, ``tf.while_loop``, a torch loop) runs
 only the recurrent part (on jax the step projects its own input: see
 :data:`HOIST_INPUT_PROJECTION`), layers and directions by the shared stack runner; its
-``kernel`` is ``"unirnn.keras-cell"``. The two are strategies behind one interface
+``kernel`` is ``"unirnn.keras-cell"``. Every registered cell family runs there (layer
+norm, IndRNN...); minGRU and minLSTM, whose state is linear in itself, take no step loop:
+the gates of every step at once, then the recurrence as one scan (``kernel``
+``"unirnn.keras-parallel-scan"``; stepped one input at a time, as the cell module in
+``keras.layers.RNN``, they give the same outputs). The two are strategies behind one interface
 (:mod:`unirnn.backends._keras_strategies`), chosen once when the layer is built. Exactly means
 in the layer's dtype too: in float64 Keras' own layers compute float32 on jax and torch, so
 there (and on tensorflow for ``gelu``/``leaky_relu``) ``auto`` takes the custom cell.
@@ -127,7 +131,9 @@ class UniRNN(keras.layers.Layer):
             what ``get_config`` stores as ``path``, so a saved layer is rebuilt with the same
             variables on any Keras backend.
         kernel: ``"keras.layers.LSTM"`` / ``"keras.layers.GRU"`` / ``"keras.layers.SimpleRNN"``
-            (Keras' own layers run) or ``"unirnn.keras-cell"`` (the custom cell).
+            (Keras' own layers run), ``"unirnn.keras-cell"`` (the custom cell) or
+            ``"unirnn.keras-parallel-scan"`` (the custom cell of minGRU/minLSTM: the gates
+            of all steps at once, then a scan of the linear recurrence, no step loop).
         native_layers: per stacked layer, the Keras layer (``Bidirectional`` when
             bidirectional); empty on the custom path.
         cells: per layer and direction, the :class:`UniRNNCell`; empty on the native path.
