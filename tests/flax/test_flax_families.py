@@ -44,6 +44,29 @@ parameter kinds (extras, no recurrent kernel, the parallel scan, the (c, h) carr
 ORACLE_CASES = [(name, "linen") for name in SPECS] + [(name, "nnx") for name in NNX_NAMES]
 
 
+@pytest.fixture(autouse=True)
+def parallel_form_on_cpu(monkeypatch):
+    """minGRU and minLSTM run their parallel form off XLA:CPU only; these tests run it on
+    the CPU too (test_cpu_steps_mingru checks the CPU's own choice)."""
+    from unirnn.backends import _jax_ops
+
+    monkeypatch.setattr(_jax_ops, "PARALLEL_ON_CPU", True)
+
+
+@pytest.mark.parametrize("name", ["mingru", "minlstm"])
+def test_cpu_steps_mingru(name, monkeypatch, default_kernel):
+    from unirnn.backends import _jax_ops
+
+    monkeypatch.setattr(_jax_ops, "PARALLEL_ON_CPU", False)
+    spec = SPECS[name]
+    weights = nonzero_weights(spec)
+    x, state, lengths = example_inputs(spec)
+    result = flax_backend.evaluate(spec, weights, x, initial_state=state, lengths=lengths,
+                                   dtype="float64")
+    assert result.kernel == default_kernel
+    _check_against_oracle(result, spec, weights, x, state, lengths, "float64")
+
+
 def _states(state):
     return state if isinstance(state, tuple) else (state,)
 

@@ -54,6 +54,15 @@ EXPECTED_KERNEL = {name: PARALLEL if family in ("mingru", "minlstm") else CELL
                    for name, (family, _) in FAMILIES.items()}
 
 
+@pytest.fixture(autouse=True)
+def parallel_form_on_cpu(monkeypatch):
+    """minGRU and minLSTM run their parallel form on accelerators only; these tests run it
+    on the CPU too (test_cpu_steps_mingru checks the CPU's own choice)."""
+    from unirnn.backends import _keras_strategies
+
+    monkeypatch.setattr(_keras_strategies, "PARALLEL_ON_CPU", True)
+
+
 def _inputs(spec, batch=3, steps=6, seed=0, with_state=True, with_lengths=True):
     """x, a non-zero torch-ordered initial state (``(h0, c0)`` for families with a cell
     state) and ragged lengths (the longest T)."""
@@ -210,6 +219,23 @@ def test_parallel_scan_keeps_keras_mask_meaning(keras_backend, name):
     assert max_rel_error(out, want) <= 1e-6
     assert max_rel_error(h, want_h) <= 1e-6
     assert np.all(out[~mask] == 0)
+
+
+def test_cpu_steps_mingru(keras_backend, monkeypatch):
+    """Without an accelerator minGRU and minLSTM step their cell (faster there), with the
+    oracle's numbers; the other tests run the parallel form on the CPU too."""
+    from unirnn.backends import _keras_strategies
+
+    monkeypatch.setattr(_keras_strategies, "PARALLEL_ON_CPU", False)
+    for name in PARALLEL_FAMILIES:
+        spec = BIDIRECTIONAL[name]
+        weights = nonzero_weights(spec)
+        x, state, lengths = _inputs(spec)
+        result = keras_backend_module.evaluate(spec, weights, x, initial_state=state,
+                                               lengths=lengths, dtype="float32")
+        assert result.kernel == CELL
+        assert max_rel_error(result.outputs, oracle.run(spec, weights, x, state, lengths)[0]) \
+            <= TOL["float32"]
 
 
 def test_parallel_kernel_is_named_and_listed(keras_backend):

@@ -39,8 +39,7 @@ def test_family_matches_oracle(spec, variant, dtype):
     x, state, lengths = example_inputs(spec, with_state=variant != "plain",
                                        with_lengths=variant != "plain")
     model = unirnn.build(spec, backend="torch", weights=weights, dtype=tdtype, batch_first=True)
-    assert model.kernel == ("unirnn.torch-parallel-scan" if spec.family in PARALLEL
-                            else "unirnn.torch-loop")
+    assert model.kernel == "unirnn.torch-loop"  # on the CPU the parallel form is not faster
     with torch.no_grad():
         out, final = model(torch.tensor(x, dtype=tdtype), _state(spec, state, tdtype),
                            lengths=lengths)
@@ -143,7 +142,20 @@ def test_family_streaming_equals_sequence(spec):
         assert torch.allclose(a, b[0], atol=1e-12)
 
 
-def test_parallel_form_needs_sigmoid_gates():
+def test_kernel_follows_the_device(monkeypatch):
+    from unirnn.backends import _torch_scans
+
+    model = unirnn.build(unirnn.Spec("minlstm", 3, 4), backend="torch")
+    assert model.kernel == "unirnn.torch-loop"
+    monkeypatch.setattr(_torch_scans, "PARALLEL_DEVICES", {"cpu"})
+    model.to(torch.float64)  # any .to() lays the module out again, kernel included
+    assert model.kernel == "unirnn.torch-parallel-scan"
+
+
+def test_parallel_form_needs_sigmoid_gates(monkeypatch):
+    from unirnn.backends import _torch_scans
+
+    monkeypatch.setattr(_torch_scans, "PARALLEL_DEVICES", {"cpu", "cuda"})
     """minGRU with another update activation has no log-space form: it is stepped, and
     still equals the oracle."""
     spec = unirnn.Spec("mingru", 3, 4, activations={"z": "hard_sigmoid"})
@@ -159,10 +171,11 @@ def test_parallel_form_needs_sigmoid_gates():
 
 @pytest.fixture(params=["multiply-add", "log-space"])
 def scan_kind(request, monkeypatch):
-    """Each of the torch backend's linear scans: the log-space one (CUDA's) runs on the
-    CPU here when its device set includes the CPU."""
+    """The parallel form (CUDA's) on the CPU, with each of the torch backend's linear
+    scans: the log-space one runs here when its device set includes the CPU."""
     from unirnn.backends import _torch_scans
 
+    monkeypatch.setattr(_torch_scans, "PARALLEL_DEVICES", {"cpu", "cuda"})
     if request.param == "log-space":
         monkeypatch.setattr(_torch_scans, "LOG_SPACE_DEVICES", {"cpu", "cuda"})
     return request.param
@@ -175,13 +188,27 @@ def test_both_linear_scans_match_oracle(spec, scan_kind):
     x, state, lengths = example_inputs(spec)
     model = unirnn.build(spec, backend="torch", weights=weights, dtype=torch.float64,
                          batch_first=True)
+    assert model.kernel == "unirnn.torch-parallel-scan"
     xt = torch.tensor(x, requires_grad=True)
     out, final = model(xt, _state(spec, state, torch.float64), lengths=lengths)
     ref_out, ref_final = oracle.run(spec, weights, x, state, lengths)
     assert max_rel_error(out.detach().numpy(), ref_out) <= TOL["float64"]
     assert _error(final, ref_final) <= TOL["float64"]
-    out.sum().backward()
-    assert torch.isfinite(xt.grad).all()
+    cot = torch.tensor(np.random.default_rng(4).standard_normal(tuple(out.shape)))
+    (out * cot).sum().backward()
+    stepped = unirnn.build(spec, backend="torch", weights=weights, dtype=torch.float64,
+                           batch_first=True, path="custom")
+    from unirnn.backends import _torch_scans
+
+    _torch_scans.PARALLEL_DEVICES.discard("cpu")  # (monkeypatch restores the set)
+    stepped._set_kernel()
+    assert stepped.kernel == "unirnn.torch-loop"
+    xs = torch.tensor(x, requires_grad=True)
+    y, _ = stepped(xs, _state(spec, state, torch.float64), lengths=lengths)
+    (y * cot).sum().backward()
+    assert torch.allclose(xt.grad, xs.grad, atol=1e-10)
+    for (name, p), q in zip(model.named_parameters(), stepped.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-10), name
 
 
 def test_parallel_scan_long_sequence_float32(scan_kind):

@@ -23,7 +23,7 @@ from .._spec import Spec
 from .._stack import Carry, run_stack
 from .._weights import layer_inits
 from ..layouts.kernels import KERNEL_LAYOUT, kernel_layout_shapes
-from ._jax_ops import JAX_ACTIVATIONS, JaxOps, Kernel
+from ._jax_ops import JAX_ACTIVATIONS, JaxOps, Kernel, parallel_here
 
 __all__ = ["JAX_ACTIVATIONS", "KERNEL", "KERNELS", "PARALLEL_KERNEL", "JaxOps", "Kernel",
            "apply_cell", "apply_stack", "cell_step", "kernel_name", "param_inits",
@@ -38,8 +38,8 @@ PARALLEL_KERNEL = "unirnn.flax-parallel-scan"
 """The path of a layer whose cell has a parallel form (minGRU, minLSTM with their default
 gates, :meth:`unirnn._cells.Cell.has_parallel_form`): the gate math of the whole sequence
 of each layer and direction at once, then its linear recurrence as one
-``lax.associative_scan`` (a multiply-add per step on XLA:CPU:
-:func:`unirnn.backends._jax_ops.uses_associative_scan`); the cell is not stepped."""
+``lax.associative_scan``; the cell is not stepped. Off XLA:CPU only
+(:func:`unirnn.backends._jax_ops.parallel_here`): there the stepped cell is faster."""
 
 KERNELS = (KERNEL, f"{KERNEL}(input-per-step)", PARALLEL_KERNEL)
 """Every path a Flax module's ``.kernel`` may name."""
@@ -151,8 +151,9 @@ def hoists_input(hoist_input: bool | None) -> bool:
 
 def runs_parallel(spec: Spec) -> bool:
     """Whether a layer of ``spec`` runs as parallel scans (:data:`PARALLEL_KERNEL`): its
-    cell has a parallel form (:meth:`unirnn._cells.Cell.has_parallel_form`)."""
-    return make_cell(spec, JaxOps()).has_parallel_form()
+    cell has a parallel form (:meth:`unirnn._cells.Cell.has_parallel_form`) and jax runs
+    off the CPU (:func:`unirnn.backends._jax_ops.parallel_here`)."""
+    return make_cell(spec, JaxOps()).has_parallel_form() and parallel_here()
 
 
 def kernel_name(hoist_input: bool | None, spec: Spec | None = None) -> str:
@@ -184,9 +185,10 @@ def run_direction(
     (``(T, N, 1)`` or ``None``) is false, and the carry after each sequence's last valid
     step. ``hoist_input``: project every step's input in one GEMM ahead of the scan;
     ``False`` projects inside each step instead. A cell with a parallel form (minGRU,
-    minLSTM) runs as one associative scan instead (:meth:`unirnn._cells.Cell.parallel`).
+    minLSTM) runs as one associative scan instead (:meth:`unirnn._cells.Cell.parallel`)
+    off XLA:CPU (:func:`unirnn.backends._jax_ops.parallel_here`).
     """
-    if cell.has_parallel_form():
+    if cell.has_parallel_form() and parallel_here():
         params = step_tensors(cell.spec, tensors)
         parallel = cell.parallel(cell.prepare(params), cell.project(params, x), carry, valid)
         if parallel is not None:

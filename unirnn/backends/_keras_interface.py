@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import keras
+import numpy as np
 from keras import ops
 
 from .._errors import SpecError
 from .._spec import Spec
 
-__all__ = ["MERGE_MODES", "LayerInterface"]
+__all__ = ["MERGE_MODES", "LayerInterface", "check_dtype"]
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 """``keras.layers.Bidirectional``'s merge modes."""
@@ -93,3 +95,20 @@ class LayerInterface:
         if self.merge_mode == "ave":
             return [(forward + backward) / 2]
         return [forward, backward]
+
+
+def check_dtype(dtype: Any) -> str:
+    """``dtype``'s name, float32 or float64 (float64 on jax: with x64 switched on)."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = repr(dtype)
+    if name not in ("float32", "float64"):
+        raise SpecError(f"dtype: expected float32 or float64; received {name}")
+    if name == "float64" and keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.read("jax_enable_x64"):
+            raise SpecError("dtype float64 on Keras' jax backend needs x64: set "
+                             "JAX_ENABLE_X64=1 before importing jax; received x64 disabled")
+    return name

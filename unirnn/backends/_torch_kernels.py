@@ -17,7 +17,7 @@ from .._activations import resolve_activation
 from .._cells import Cell, make_cell
 from .._spec import Spec
 from . import _torch_scans
-from ._torch_scans import log_space_scan, multiply_add_scan, parallel_scan
+from ._torch_scans import log_space_scan, multiply_add_scan, parallel_here, parallel_scan
 
 __all__ = ["TORCH_ACTIVATIONS", "TorchOps", "project_inputs", "scan"]
 
@@ -332,7 +332,7 @@ def scan(spec: Spec, cell: Cell, params: Mapping[str, Tensor], x: Tensor,
         xp = project_inputs(x, params["w_x"], params.get("b_x"))  # all steps: one GEMM
     else:
         xp = cell.project(params, x)
-    if cell.has_parallel_form():  # minGRU, minLSTM: the gates of many steps at once
+    if parallel_here(cell, xp.device.type):  # minGRU, minLSTM: many steps' gates at once
         return parallel_scan(cell, prepared, xp, carry, valid)
     if not _plain_ops_only():
         defer = torch.is_grad_enabled() and any(p.requires_grad for p in params.values())

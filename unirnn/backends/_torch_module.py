@@ -21,6 +21,7 @@ from .._weights import check_weights, weight_shapes
 from ..layouts import SPEC_KEY
 from ..layouts import torch as torch_layout
 from ._torch_kernels import TorchOps, scan
+from ._torch_scans import parallel_here
 
 __all__ = ["CUSTOM_KERNEL", "PARALLEL_KERNEL", "TorchRNN", "torch_dtype"]
 
@@ -146,8 +147,6 @@ class TorchRNN(SpecModule):
         self.mode = torch_layout.mode(spec)
         self._ops = TorchOps()
         self._cell: Cell = make_cell(spec, self._ops)
-        self.kernel = f"torch._VF.{self._vf_name}" if self._vf_name else \
-            PARALLEL_KERNEL if self._cell.has_parallel_form() else CUSTOM_KERNEL
         names = torch_layout.tensor_names(spec)
         self._param_names: list[tuple[str, str]] = list(names.items())  # (canonical, torch)
         factory = {"dtype": None if dtype is None else torch_dtype(dtype), "device": device}
@@ -159,7 +158,15 @@ class TorchRNN(SpecModule):
         else:
             self.load_canonical(weights)
         self.flatten_parameters()
+        self._set_kernel()
         self.register_state_dict_post_hook(_carry_spec)
+
+    def _set_kernel(self) -> None:
+        """``kernel`` for the parameters' device: minGRU and minLSTM run their parallel
+        form where it is the faster one (:data:`unirnn.backends._torch_scans.PARALLEL_DEVICES`)."""
+        device = getattr(self, self._param_names[0][1]).device.type
+        self.kernel = f"torch._VF.{self._vf_name}" if self._vf_name else \
+            PARALLEL_KERNEL if parallel_here(self._cell, device) else CUSTOM_KERNEL
 
     def flatten_parameters(self) -> None:
         """As ``nn.RNNBase.flatten_parameters``: on CUDA with cuDNN, put the fused kernel's
@@ -175,6 +182,7 @@ class TorchRNN(SpecModule):
     def _apply(self, fn: Any, recurse: bool = True) -> TorchRNN:
         result = super()._apply(fn, recurse)
         self.flatten_parameters()  # new tensors after .to()/.cuda(): lay them out again
+        self._set_kernel()
         return result
 
     # -- parameters ------------------------------------------------------------------

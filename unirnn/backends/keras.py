@@ -11,12 +11,10 @@ activation) runs unirnn's custom cell written with ``keras.ops``
 steps, then Keras' backend RNN loop (``lax.scan``, ``tf.while_loop``, a torch loop) runs
 only the recurrent part (on jax the step projects its own input: see
 :data:`HOIST_INPUT_PROJECTION`), layers and directions by the shared stack runner; its
-``kernel`` is ``"unirnn.keras-cell"``. Every registered cell family runs there (layer
-norm, IndRNN...); minGRU and minLSTM, whose state is linear in itself, take no step loop:
-the gates of every step at once, then the recurrence as one scan (``kernel``
-``"unirnn.keras-parallel-scan"``; stepped one input at a time, as the cell module in
-``keras.layers.RNN``, they give the same outputs). The two are strategies behind one interface
-(:mod:`unirnn.backends._keras_strategies`), chosen once when the layer is built. Exactly means
+``kernel`` is ``"unirnn.keras-cell"`` (every registered family runs there; minGRU and
+minLSTM on an accelerator: ``"unirnn.keras-parallel-scan"``, no step loop). The two are
+strategies behind one interface (:mod:`unirnn.backends._keras_strategies`), chosen once
+when the layer is built. Exactly means
 in the layer's dtype too: in float64 Keras' own layers compute float32 on jax and torch, so
 there (and on tensorflow for ``gelu``/``leaky_relu``) ``auto`` takes the custom cell.
 
@@ -55,7 +53,7 @@ from .._spec import Spec
 from .._weights import Weights, check_weights, weight_name
 from ..layouts.keras import native_problem
 from ._keras_cell import KERAS_ACTIVATIONS, KerasOps, UniRNNCell, as_spec, build_cell
-from ._keras_interface import LayerInterface
+from ._keras_interface import LayerInterface, check_dtype
 from ._keras_strategies import (
     CUSTOM_KERNEL,
     HOIST_INPUT_PROJECTION,
@@ -132,8 +130,7 @@ class UniRNN(keras.layers.Layer):
             variables on any Keras backend.
         kernel: ``"keras.layers.LSTM"`` / ``"keras.layers.GRU"`` / ``"keras.layers.SimpleRNN"``
             (Keras' own layers run), ``"unirnn.keras-cell"`` (the custom cell) or
-            ``"unirnn.keras-parallel-scan"`` (the custom cell of minGRU/minLSTM: the gates
-            of all steps at once, then a scan of the linear recurrence, no step loop).
+            ``"unirnn.keras-parallel-scan"`` (minGRU/minLSTM's parallel form).
         native_layers: per stacked layer, the Keras layer (``Bidirectional`` when
             bidirectional); empty on the custom path.
         cells: per layer and direction, the :class:`UniRNNCell`; empty on the native path.
@@ -349,23 +346,6 @@ def build(
     if weights is not None:
         layer.set_canonical_weights(weights)
     return layer
-
-
-def check_dtype(dtype: Any) -> str:
-    """``dtype``'s name, float32 or float64 (float64 on jax: with x64 switched on)."""
-    try:
-        name = np.dtype(dtype).name
-    except TypeError:
-        name = repr(dtype)
-    if name not in ("float32", "float64"):
-        raise SpecError(f"dtype: expected float32 or float64; received {name}")
-    if name == "float64" and keras.backend.backend() == "jax":
-        import jax
-
-        if not jax.config.read("jax_enable_x64"):
-            raise SpecError("dtype float64 on Keras' jax backend needs x64: set "
-                             "JAX_ENABLE_X64=1 before importing jax; received x64 disabled")
-    return name
 
 
 def evaluate(
