@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import oracle
 import pytest
-from cases import SPECS
+from cases import FAMILY_SPECS, SPECS
 from equivalence import BACKENDS, evaluate, oracle_gradients
 from hypothesis import given
 from hypothesis import strategies as st
@@ -61,8 +61,11 @@ def _check(backend_id, spec, weights, x, state, lengths, cotangent, dtype):
     return got
 
 
+ALL_SPECS = {**SPECS, **FAMILY_SPECS}
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("spec", SPECS.values(), ids=list(SPECS))
+@pytest.mark.parametrize("spec", ALL_SPECS.values(), ids=list(ALL_SPECS))
 @pytest.mark.parametrize("backend_id", list(BACKENDS))
 def test_every_case_on_every_backend(backend_id, spec, dtype):
     weights = nonzero_weights(spec, seed=7)
@@ -72,6 +75,8 @@ def test_every_case_on_every_backend(backend_id, spec, dtype):
         assert got.grads is not None, f"{backend_id} returned no gradients"
 
 
+OTHER_FAMILIES = ("ln_lstm", "ln_gru", "indrnn", "mingru", "minlstm")
+
 ACTIVATIONS = st.sampled_from(
     ["sigmoid", "tanh", "relu", "gelu", "gelu_tanh", "silu", "hard_sigmoid(0.2, 0.5)",
      "softsign", "softplus", "elu", "leaky_relu(0.2)", "identity"]
@@ -80,8 +85,8 @@ ACTIVATIONS = st.sampled_from(
 
 @st.composite
 def equivalence_cases(draw):
-    family = draw(st.sampled_from(unirnn.FAMILIES))
-    roles = unirnn.ROLES[family]
+    family = draw(st.sampled_from((*unirnn.FAMILIES, *OTHER_FAMILIES)))
+    roles = unirnn.Spec(family, 1, 2).roles
     options = dict(
         activations=draw(st.dictionaries(st.sampled_from(roles), ACTIVATIONS, max_size=3)),
         bias=draw(st.booleans()),
@@ -89,15 +94,26 @@ def equivalence_cases(draw):
         bidirectional=draw(st.booleans()),
     )
     input_size, hidden_size = draw(st.integers(1, 4)), draw(st.integers(2, 5))
-    if family == "rnn":
+    if family in OTHER_FAMILIES:
+        if family in ("mingru", "minlstm"):  # f/(f+i) needs positive gates: keep sigmoid
+            options["activations"] = {r: a for r, a in options["activations"].items()
+                                      if r == "h"}
+        spec = unirnn.Spec(family, input_size, hidden_size, **options)
+    elif family == "rnn":
         spec = unirnn.rnn(input_size, hidden_size, **options)
     elif family == "gru":
-        spec = unirnn.gru(input_size, hidden_size, reset=draw(st.sampled_from(["after", "before"])),
+        reset = draw(st.sampled_from(["after", "before", "none"]))
+        if reset == "none":
+            options["activations"].pop("r", None)
+        spec = unirnn.gru(input_size, hidden_size, reset=reset,
                           update=draw(st.sampled_from(["old", "new"])), **options)
     else:
+        coupled = draw(st.booleans())
+        if coupled:
+            options["activations"].pop("i", None)
         spec = unirnn.lstm(
-            input_size, hidden_size, peepholes=draw(st.booleans()),
-            proj_size=draw(st.integers(0, hidden_size - 1)),
+            input_size, hidden_size, peepholes=not coupled and draw(st.booleans()),
+            coupled=coupled, proj_size=draw(st.integers(0, hidden_size - 1)),
             cell_clip=draw(st.sampled_from([None, 0.8])), **options,
         )
     return (spec, draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(0, 2**16)),
