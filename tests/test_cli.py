@@ -106,3 +106,34 @@ def test_check_spec_json_numpy_only(tmp_path, capsys):
     assert row, out
     # the reference itself: zero error, and no gradients of its own ("-")
     assert (float(row.group(1)), float(row.group(2)), row.group(3)) == (0.0, 0.0, "-")
+
+
+def test_import_registers_a_family_before_reading(tmp_path, capsys, monkeypatch):
+    """``--import`` runs the user's definitions (a module on the working directory, or a
+    .py file) first, so a file naming a user family reads; without it, the error names
+    the family and says how."""
+    (tmp_path / "cli_cells.py").write_text(
+        "import unirnn\nfrom unirnn._cells import RNNCell\n"
+        "unirnn.register_family('cli_rnn', gates=('h',), activations={'h': 'tanh'}, "
+        "cell=RNNCell, overwrite=True)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import cli_cells  # noqa: F401
+
+    spec = unirnn.Spec("cli_rnn", 2, 3)
+    unirnn.save(tmp_path / "m.safetensors", spec, unirnn.init_weights(spec))
+    from unirnn import _families
+
+    del _families._REGISTRY["cli_rnn"]
+    del sys.modules["cli_cells"]
+    assert main(["info", "m.safetensors"]) == 2
+    err = capsys.readouterr().err
+    assert "'cli_rnn' is not registered" in err and "--import" in err
+    assert main(["info", "m.safetensors", "--import", "cli_cells"]) == 0
+    assert "cli_rnn 2->3" in capsys.readouterr().out
+    del _families._REGISTRY["cli_rnn"]
+    assert main(["info", "m.safetensors", "--import", str(tmp_path / "cli_cells.py")]) == 0
+    assert main(["info", "m.safetensors", "--import", "no_such_module_here"]) == 2
+    assert "--import no_such_module_here" in capsys.readouterr().err
+    assert main(["info", "m.safetensors", "--import", "missing.py"]) == 2
+    assert "--import missing.py: no such Python file" in capsys.readouterr().err
