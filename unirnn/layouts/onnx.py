@@ -19,7 +19,10 @@ reset "after", ``0`` (the default) reset "before"; the update is ``h = (1-z)*n +
 
 ONNX's ``clip`` clamps every gate's pre-activation (onnxruntime's ``clip_add_bias``), not
 the cell state, so unirnn's ``cell_clip`` is not ONNX's ``clip``. ONNX's ``input_forget``
-couples ``f = 1 - i``, which no unirnn spec computes. A model written by unirnn carries the
+couples ``f = 1 - i`` in onnxruntime (measured: the input gate is kept, the forget gate
+derived), the mirror of unirnn's ``coupled=True`` (``i = 1 - f``, TFLite's CIFG); ONNX's text
+does not say which, so a coupled LSTM is written as the exact ``Scan`` graph and a node with
+``input_forget=1`` is refused. A model written by unirnn carries the
 spec's JSON in ``model.metadata_props`` under :data:`unirnn.layouts.SPEC_KEY`. This module
 imports no framework: the exporter, the importer and error messages share it.
 """
@@ -308,7 +311,8 @@ def spec_from_node(op_type: str, attrs: Mapping[str, Any], w_shape: Sequence[int
                         "clamps the cell state)")
     if int(attrs.get("input_forget", 0)):
         raise SpecError(f"{where}: input_forget=1 couples the forget gate to the input gate "
-                        "(f = 1 - i), which no unirnn spec computes")
+                        "(f = 1 - i in onnxruntime; unirnn's coupled=True is i = 1 - f), "
+                        "which no unirnn spec computes")
     gates = {"rnn": 1, "gru": 3, "lstm": 4}[family]
     if len(w_shape) != 3 or len(r_shape) != 3:
         raise WeightsError(f"{where}: W and R must be 3-D [D, G*H, ·]; received shapes "
