@@ -122,7 +122,7 @@ def default_cases() -> list[Case]:
         "d2l GRU (reset before), 2 layers": gru(3, 4, reset="before", num_layers=2),
         "LSTM peepholes+proj+clip, bidir": lstm(3, 5, peepholes=True, proj_size=3,
                                                 cell_clip=1.0, bidirectional=True),
-        "minGRU (parallel scan), bidirectional": Spec("mingru", 3, 4, bidirectional=True),
+        "minGRU, bidirectional": Spec("mingru", 3, 4, bidirectional=True),
         "layer-norm LSTM (haste)": Spec("ln_lstm", 3, 4),
     }
     return [make_case(name, spec, seed=i) for i, (name, spec) in enumerate(specs.items())]
