@@ -96,12 +96,19 @@ class LayerNormGRUCell(Cell):
         return (h,), h
 
 
-class IndRNNCell(Cell):
+class _NoRecurrentWeights(Cell):
+    """A family without ``w_h``: nothing for a backend to pack per step."""
+
     def prepare(self, params: Mapping[str, Array]) -> dict[str, Any]:
-        return {"u": params["u"]}
+        return {}
 
     def recurrent_weights(self) -> dict[str, str | None]:
         return {}
+
+
+class IndRNNCell(_NoRecurrentWeights):
+    def prepare(self, params: Mapping[str, Array]) -> dict[str, Any]:
+        return {"u": params["u"]}
 
     def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
         h = self.act["h"](xp + p["u"] * carry[0])
@@ -115,13 +122,7 @@ def _log_g(ops: Any, v: Array) -> Array:
     return ops.where(v >= 0, ops.log(relu(v) + 0.5), -softplus(-v))
 
 
-class MinGRUCell(Cell):
-    def prepare(self, params: Mapping[str, Array]) -> dict[str, Any]:
-        return {}
-
-    def recurrent_weights(self) -> dict[str, str | None]:
-        return {}
-
+class MinGRUCell(_NoRecurrentWeights):
     def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
         a_z, a_h = self.ops.split(xp, 2)
         h = self.ops.lerp(carry[0], self.act["h"](a_h), self.act["z"](a_z))
@@ -145,13 +146,7 @@ class MinGRUCell(Cell):
         return log_a, b, log_b
 
 
-class MinLSTMCell(Cell):
-    def prepare(self, params: Mapping[str, Array]) -> dict[str, Any]:
-        return {}
-
-    def recurrent_weights(self) -> dict[str, str | None]:
-        return {}
-
+class MinLSTMCell(_NoRecurrentWeights):
     def step(self, p: Mapping[str, Any], xp: Array, carry: Carry) -> tuple[Carry, Array]:
         a_f, a_i, a_h = self.ops.split(xp, 3)
         f, i = self.act["f"](a_f), self.act["i"](a_i)

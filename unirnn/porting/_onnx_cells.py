@@ -20,7 +20,7 @@ from .._cells import make_cell
 from .._spec import Spec
 from ._onnx_ops import ELEM, Graph, activation
 
-__all__ = ["OnnxOps", "Value", "generic_scan_direction", "needs_generic_step"]
+__all__ = ["OnnxOps", "Value", "generic_scan_direction", "needs_generic_step", "scan_node"]
 
 
 def needs_generic_step(spec: Spec) -> bool:
@@ -165,26 +165,36 @@ def generic_scan_direction(g: Graph, spec: Spec, layer: int, direction: str, x: 
     body = g.sub(f"{prefix}step.")
     cell = make_cell(spec, OnnxOps(body))  # type: ignore[arg-type]
     prepared = cell.prepare({k: Value(body, v.name, v.width) for k, v in params.items()})
-    elem = ELEM[g.dtype]
     widths = (spec.output_size, spec.hidden_size)
     state_in = [body.fresh(n) for n in ("h", "c")[: len(state)]]
     xp_t, mask_t = body.fresh("xp_t"), body.fresh("mask_t")
     carry = tuple(Value(body, n, w) for n, w in zip(state_in, widths))
     new_carry, y = cell.step(prepared, Value(body, xp_t, xp.width), carry)
-    new_state = [v.name for v in new_carry]
+    return scan_node(g, body, f"{prefix}step", direction, state, state_in,
+                     [v.name for v in new_carry], y.name, (xp.name, xp_t), (mask, mask_t))
+
+
+def scan_node(g: Graph, body: Graph, name: str, direction: str, state: list[str],
+              state_in: list[str], new_state: list[str], h_out: str, scanned: tuple[str, str],
+              masked: tuple[str | None, str]) -> tuple[list[str], str]:
+    """The ``Scan`` node of one layer direction around a built step: the body's inputs
+    (``state_in``, the scanned step ``scanned[1]`` of ``scanned[0]``, the mask's step),
+    with a masked step holding the state and emitting zero; (final state names, y)."""
+    elem = ELEM[g.dtype]
+    mask, mask_t = masked
     if mask is not None:
         new_state = [body.op("Where", mask_t, new, old) for new, old in zip(new_state, state_in)]
-        y_name = body.op("Where", mask_t, y.name, body.const(0.0))
+        y = body.op("Where", mask_t, h_out, body.const(0.0))
     else:
-        y_name = body.op("Identity", y.name)
-    new_state = [body.op("Identity", s) for s in new_state]
+        y = body.op("Identity", h_out)
+    new_state = [body.op("Identity", s) for s in new_state]  # a body output is a node output
     inputs = [helper.make_tensor_value_info(n, elem, None) for n in state_in]
-    inputs.append(helper.make_tensor_value_info(xp_t, elem, None))
+    inputs.append(helper.make_tensor_value_info(scanned[1], elem, None))
     if mask is not None:
         inputs.append(helper.make_tensor_value_info(mask_t, TensorProto.BOOL, None))
-    outputs = [helper.make_tensor_value_info(n, elem, None) for n in [*new_state, y_name]]
-    graph = helper.make_graph(body.nodes, f"{prefix}step", inputs, outputs)
-    scans = [xp.name] + ([mask] if mask is not None else [])
+    outputs = [helper.make_tensor_value_info(n, elem, None) for n in [*new_state, y]]
+    graph = helper.make_graph(body.nodes, name, inputs, outputs)
+    scans = [scanned[0]] + ([mask] if mask is not None else [])
     backward = int(direction == "backward")
     results = g.op("Scan", *state, *scans, outputs=len(state) + 1, body=graph,
                    num_scan_inputs=len(scans), scan_input_directions=[backward] * len(scans),

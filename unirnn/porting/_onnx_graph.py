@@ -23,7 +23,7 @@ from .._cells import folded_bias_rows
 from .._spec import Spec
 from .._weights import Weights, layer_shapes
 from ..layouts import onnx as onnx_layout
-from ._onnx_cells import generic_scan_direction, needs_generic_step
+from ._onnx_cells import generic_scan_direction, needs_generic_step, scan_node
 from ._onnx_ops import ELEM, Graph, activation
 
 __all__ = ["DTYPES", "build_model"]
@@ -118,28 +118,11 @@ def _scan_direction(g: Graph, spec: Spec, layer: int, direction: str, x: str,
     if spec.peepholes:
         w["p_i"], w["p_f"], w["p_o"] = (_rows(g, w["p"], k * H, (k + 1) * H) for k in range(3))
     body = g.sub(f"{prefix}step.")
-    elem = ELEM[g.dtype]
     state_in = [body.fresh(n) for n in ("h", "c")[: len(state)]]
     xw_t, mask_t = body.fresh("xw_t"), body.fresh("mask_t")
     new_state, h_out = _step(body, spec, w, xw_t, state_in)
-    if mask is not None:
-        new_state = [body.op("Where", mask_t, new, old) for new, old in zip(new_state, state_in)]
-        y = body.op("Where", mask_t, h_out, body.const(0.0))
-    else:
-        y = body.op("Identity", h_out)
-    new_state = [body.op("Identity", s) for s in new_state]  # a body output is a node output
-    inputs = [helper.make_tensor_value_info(n, elem, None) for n in state_in]
-    inputs.append(helper.make_tensor_value_info(xw_t, elem, None))
-    if mask is not None:
-        inputs.append(helper.make_tensor_value_info(mask_t, TensorProto.BOOL, None))
-    outputs = [helper.make_tensor_value_info(n, elem, None) for n in [*new_state, y]]
-    graph = helper.make_graph(body.nodes, f"{prefix}step", inputs, outputs)
-    scans = [xw] + ([mask] if mask is not None else [])
-    backward = int(direction == "backward")
-    results = g.op("Scan", *state, *scans, outputs=len(state) + 1, body=graph,
-                   num_scan_inputs=len(scans), scan_input_directions=[backward] * len(scans),
-                   scan_output_directions=[backward])
-    return list(results[:-1]), results[-1]
+    return scan_node(g, body, f"{prefix}step", direction, state, state_in, new_state, h_out,
+                     (xw, xw_t), (mask, mask_t))
 
 
 # -- one native layer ----------------------------------------------------------------------
