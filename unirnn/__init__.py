@@ -30,6 +30,7 @@ from ._gates import from_gates, to_gates
 from ._spec import FAMILIES, GATE_ORDER, ROLES, Spec, gru, lstm, preset, preset_names, rnn
 from ._weights import Weights, check_weights, init_weights, weight_shapes
 from .backends import BACKENDS, build, explain
+from .layouts.haste import from_haste, to_haste
 
 __version__ = "0.1.0"
 
@@ -69,6 +70,7 @@ __all__ = [
     "explain",
     "family_names",
     "from_gates",
+    "from_haste",
     "check_weights",
     "gru",
     "init_weights",
@@ -81,6 +83,7 @@ __all__ = [
     "rnn",
     "save",
     "to_gates",
+    "to_haste",
     "weight_shapes",
     *_LAZY,
 ]
