@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ._families import get_family, register_family
-from ._spec import Spec
+from ._spec import DEFAULT_ACTIVATIONS, GATE_ORDER, Spec
 
 __all__ = ["Cell", "Ops", "folded_bias_rows", "make_cell", "split_points"]
 
@@ -274,32 +274,30 @@ class LSTMCell(Cell):
         return (h, c), h
 
 
+def _without(family: str, gate: str) -> tuple[tuple[str, ...], Mapping[str, str]]:
+    """``family``'s gates and default activations with ``gate`` removed (one home for the
+    native families' facts: :data:`unirnn._spec.GATE_ORDER`, ``DEFAULT_ACTIVATIONS``)."""
+    return (tuple(g for g in GATE_ORDER[family] if g != gate),
+            {r: a for r, a in DEFAULT_ACTIVATIONS[family].items() if r != gate})
+
+
 def _gru_variant(spec: Spec) -> tuple[tuple[str, ...], Mapping[str, str]]:
-    if spec.reset == "none":
-        return ("z", "n"), {"z": "sigmoid", "n": "tanh"}
-    return ("r", "z", "n"), {"r": "sigmoid", "z": "sigmoid", "n": "tanh"}
+    return _without("gru", "r" if spec.reset == "none" else "")
 
 
 def _lstm_variant(spec: Spec) -> tuple[tuple[str, ...], Mapping[str, str]]:
-    if spec.coupled:
-        return ("f", "g", "o"), {"f": "sigmoid", "g": "tanh", "o": "sigmoid", "c": "tanh"}
-    return ("i", "f", "g", "o"), {"i": "sigmoid", "f": "sigmoid", "g": "tanh",
-                                  "o": "sigmoid", "c": "tanh"}
+    return _without("lstm", "i" if spec.coupled else "")
 
 
-register_family("rnn", gates=("h",), activations={"h": "tanh"}, cell=RNNCell,
-                doc="Elman RNN: h = act(W_x x + b_x + W_h h + b_h)", _builtin=True)
-register_family("lstm", gates=("i", "f", "g", "o"),
-                activations={"i": "sigmoid", "f": "sigmoid", "g": "tanh", "o": "sigmoid",
-                             "c": "tanh"},
-                cell=LSTMCell, state=("h", "c"), _variant=_lstm_variant,
-                doc="LSTM (i, f, g, o; peepholes, projection, cell clip, coupled gates)",
-                _builtin=True)
-register_family("gru", gates=("r", "z", "n"),
-                activations={"r": "sigmoid", "z": "sigmoid", "n": "tanh"}, cell=GRUCell,
-                _variant=_gru_variant,
-                doc="GRU (r, z, n; reset after, before or none; update old or new)",
-                _builtin=True)
+for _name, _cell, _doc in (
+    ("rnn", RNNCell, "Elman RNN: h = act(W_x x + b_x + W_h h + b_h)"),
+    ("lstm", LSTMCell, "LSTM (i, f, g, o; peepholes, projection, cell clip, coupled gates)"),
+    ("gru", GRUCell, "GRU (r, z, n; reset after, before or none; update old or new)"),
+):
+    register_family(_name, gates=GATE_ORDER[_name], activations=DEFAULT_ACTIVATIONS[_name],
+                    cell=_cell, state=("h", "c") if _name == "lstm" else ("h",),
+                    _variant={"lstm": _lstm_variant, "gru": _gru_variant}.get(_name),
+                    doc=_doc, _builtin=True)
 
 
 def folded_bias_rows(spec: Spec) -> int:
