@@ -53,6 +53,31 @@ def example_inputs(spec, batch=3, steps=6, seed=0, with_state=True, with_lengths
     return x, state, lengths
 
 
+def directional_gradient_error(spec, weights, x, state, lengths, cotangent, grads, rng=0,
+                               eps=1e-6, directions=2):
+    """``grads`` (of ``sum(outputs * cotangent)`` w.r.t. ``"x"`` and every weight) against
+    central differences of the float64 oracle along random directions of all of them at
+    once: the worst error relative to ``max(1, |numeric|)``."""
+    import oracle
+
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+
+    def loss(w, inputs):
+        return float((oracle.run(spec, w, inputs, state, lengths)[0] * cotangent).sum())
+
+    worst = 0.0
+    for _ in range(directions):
+        v = {k: rng.standard_normal(np.shape(a)) for k, a in weights.items()}
+        vx = rng.standard_normal(x.shape)
+        plus = loss({k: weights[k] + eps * v[k] for k in weights}, x + eps * vx)
+        minus = loss({k: weights[k] - eps * v[k] for k in weights}, x - eps * vx)
+        numeric = (plus - minus) / (2 * eps)
+        analytic = sum(float((grads[k] * v[k]).sum()) for k in weights)
+        analytic += float((grads["x"] * vx).sum())
+        worst = max(worst, abs(numeric - analytic) / max(1.0, abs(numeric)))
+    return worst
+
+
 def nonzero_weights(spec, seed=0, scale=0.6):
     """Canonical float64 weights with every tensor, biases included, non-zero and O(1)."""
     import unirnn

@@ -50,7 +50,8 @@ def haste_lstm(t, x, h, c):
 
 def _tensors(family, rng):
     G = 3 if family == "gru" else 4
-    t = {"kernel": rng.uniform(-1, 1, (I, G * H)), "recurrent_kernel": rng.uniform(-1, 1, (H, G * H)),
+    t = {"kernel": rng.uniform(-1, 1, (I, G * H)),
+         "recurrent_kernel": rng.uniform(-1, 1, (H, G * H)),
          "bias": rng.uniform(-1, 1, G * H), "gamma": rng.uniform(0.5, 1.5, (2, G * H))}
     if family == "gru":
         t["recurrent_bias"] = rng.uniform(-1, 1, G * H)

@@ -9,7 +9,13 @@ import numpy as np
 import oracle
 import pytest
 from cases import SPECS
-from support import example_inputs, framework, max_rel_error, nonzero_weights
+from support import (
+    directional_gradient_error,
+    example_inputs,
+    framework,
+    max_rel_error,
+    nonzero_weights,
+)
 
 import unirnn
 
@@ -57,16 +63,8 @@ def _check_grads(spec, **options):
     t = np.arange(x.shape[1])
     assert np.all(grads["x"][t[None, :] >= lengths[:, None]] == 0)
 
-    eps = 1e-5
-    for _ in range(2):
-        dx = rng.standard_normal(x.shape)
-        dw = {n: rng.standard_normal(w.shape) for n, w in weights.items()}
-        plus = unirnn.Weights({n: weights[n] + eps * dw[n] for n in weights})
-        minus = unirnn.Weights({n: weights[n] - eps * dw[n] for n in weights})
-        numeric = (_loss(spec, plus, x + eps * dx, state, lengths, cotangent)
-                   - _loss(spec, minus, x - eps * dx, state, lengths, cotangent)) / (2 * eps)
-        analytic = np.sum(grads["x"] * dx) + sum(np.sum(grads[n] * dw[n]) for n in weights)
-        assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(numeric))
+    assert directional_gradient_error(spec, weights, x, state, lengths, cotangent, grads, rng,
+                                      eps=1e-5) <= 1e-6
 
 
 def test_grad_under_jit_and_vmap():

@@ -14,7 +14,7 @@ import numpy as np
 import oracle
 import pytest
 from conftest import require_float64
-from support import TOL, framework, max_rel_error, nonzero_weights
+from support import TOL, directional_gradient_error, framework, max_rel_error, nonzero_weights
 
 import unirnn
 from unirnn._families import get_family
@@ -126,27 +126,6 @@ def test_float32_matches_oracle(keras_backend, name):
     assert max_rel_error(_flat(result.state), _flat(ref_final)) <= TOL["float32"]
 
 
-def _directional_error(spec, weights, x, state, lengths, cotangent, grads, seed=0):
-    """Central differences of the oracle along random directions of every tensor and x."""
-    rng = np.random.default_rng(seed)
-
-    def loss(w, inputs):
-        return float((oracle.run(spec, w, inputs, state, lengths)[0] * cotangent).sum())
-
-    worst = 0.0
-    for _ in range(2):
-        v = {k: rng.standard_normal(a.shape) for k, a in weights.items()}
-        vx = rng.standard_normal(x.shape)
-        eps = 1e-6
-        plus = loss({k: weights[k] + eps * v[k] for k in weights}, x + eps * vx)
-        minus = loss({k: weights[k] - eps * v[k] for k in weights}, x - eps * vx)
-        numeric = (plus - minus) / (2 * eps)
-        analytic = sum(float((grads[k] * v[k]).sum()) for k in weights)
-        analytic += float((grads["x"] * vx).sum())
-        worst = max(worst, abs(numeric - analytic) / max(1.0, abs(numeric)))
-    return worst
-
-
 @pytest.mark.parametrize("name", list(BIDIRECTIONAL))
 def test_gradients_match_finite_differences(keras_backend, name):
     require_float64(keras_backend)
@@ -160,7 +139,8 @@ def test_gradients_match_finite_differences(keras_backend, name):
     assert set(result.grads) == {"x", *unirnn.weight_shapes(spec)}
     for key, shape in unirnn.weight_shapes(spec).items():
         assert result.grads[key].shape == shape, key
-    assert _directional_error(spec, weights, x, state, lengths, cotangent, result.grads) <= 1e-7
+    assert directional_gradient_error(spec, weights, x, state, lengths, cotangent,
+                                      result.grads) <= 1e-7
 
 
 @pytest.mark.parametrize("name", list(SINGLE))

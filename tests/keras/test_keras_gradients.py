@@ -8,11 +8,10 @@ weight; they are held to central differences of tests/oracle.py along random dir
 from __future__ import annotations
 
 import numpy as np
-import oracle
 import pytest
 from cases import SPECS
 from conftest import require_float64
-from support import example_inputs, framework, nonzero_weights
+from support import directional_gradient_error, example_inputs, framework, nonzero_weights
 
 import unirnn
 
@@ -21,26 +20,6 @@ from unirnn.backends import keras as keras_backend_module  # noqa: E402
 
 CASES = ["lstm", "gru-before", "rnn-2layer-bidir", "lstm-peephole-clip",
          "lstm-proj-bidir-2layer", "gru-gelu-z"]
-
-
-def _directional_error(spec, weights, x, state, lengths, cotangent, grads, seed=0):
-    rng = np.random.default_rng(seed)
-
-    def loss(w, inputs):
-        return float((oracle.run(spec, w, inputs, state, lengths)[0] * cotangent).sum())
-
-    worst = 0.0
-    for _ in range(2):
-        v = {k: rng.standard_normal(a.shape) for k, a in weights.items()}
-        vx = rng.standard_normal(x.shape)
-        eps = 1e-6
-        plus = loss({k: weights[k] + eps * v[k] for k in weights}, x + eps * vx)
-        minus = loss({k: weights[k] - eps * v[k] for k in weights}, x - eps * vx)
-        numeric = (plus - minus) / (2 * eps)
-        analytic = sum(float((grads[k] * v[k]).sum()) for k in weights)
-        analytic += float((grads["x"] * vx).sum())
-        worst = max(worst, abs(numeric - analytic) / max(1.0, abs(numeric)))
-    return worst
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -56,7 +35,8 @@ def test_gradients_match_finite_differences(keras_backend, name):
     assert set(result.grads) == {"x", *unirnn.weight_shapes(spec)}
     for key, shape in unirnn.weight_shapes(spec).items():
         assert result.grads[key].shape == shape
-    assert _directional_error(spec, weights, x, state, lengths, cotangent, result.grads) <= 1e-7
+    assert directional_gradient_error(spec, weights, x, state, lengths, cotangent,
+                                      result.grads) <= 1e-7
 
 
 def test_native_and_custom_gradients_agree(keras_backend):
