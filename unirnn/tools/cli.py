@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             previous[number] = signal.signal(number, _raise_on_signal)
     try:
         with quiet_frameworks():
-            import_definitions(args.imports)
+            import_definitions(getattr(args, "imports", ()))
             return int(args.func(args))
     except BrokenPipeError:
         # the reader closed the pipe (`unirnn info f | head -1`): stop quietly
