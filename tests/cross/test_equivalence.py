@@ -36,7 +36,7 @@ def _inputs(spec, batch, steps, seed, with_state=True, with_lengths=True):
     rows = spec.num_layers * spec.num_directions
     h0 = 0.5 * rng.standard_normal((rows, batch, spec.output_size))
     state = (h0, 0.5 * rng.standard_normal((rows, batch, spec.hidden_size))) \
-        if spec.family == "lstm" else h0
+        if spec.has_cell_state else h0
     lengths = rng.integers(1, steps + 1, size=batch)
     lengths[0] = steps
     cotangent = rng.standard_normal((batch, steps, spec.num_directions * spec.output_size))
