@@ -287,11 +287,6 @@ class Spec:
     # -- derived sizes ----------------------------------------------------------------
 
     @property
-    def family_def(self) -> Any:
-        """The registered :class:`unirnn.Family` of ``family``."""
-        return get_family(self.family)
-
-    @property
     def gate_order(self) -> tuple[str, ...]:
         """The row blocks of ``w_x``/``w_h`` in order (lstm ``i, f, g, o``...)."""
         return get_family(self.family).gate_order(self)

@@ -14,7 +14,14 @@ import numpy as np
 import oracle
 import pytest
 from conftest import require_float64
-from support import TOL, directional_gradient_error, framework, max_rel_error, nonzero_weights
+from support import (
+    TOL,
+    directional_gradient_error,
+    example_inputs,
+    framework,
+    max_rel_error,
+    nonzero_weights,
+)
 
 import unirnn
 from unirnn._families import get_family
@@ -63,24 +70,6 @@ def parallel_form_on_cpu(monkeypatch):
     monkeypatch.setattr(_keras_strategies, "PARALLEL_ON_CPU", True)
 
 
-def _inputs(spec, batch=3, steps=6, seed=0, with_state=True, with_lengths=True):
-    """x, a non-zero torch-ordered initial state (``(h0, c0)`` for families with a cell
-    state) and ragged lengths (the longest T)."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, steps, spec.input_size))
-    rows = spec.num_layers * spec.num_directions
-    state = None
-    if with_state:
-        h0 = 0.5 * rng.standard_normal((rows, batch, spec.output_size))
-        state = (h0, 0.5 * rng.standard_normal((rows, batch, spec.hidden_size))) \
-            if spec.has_cell_state else h0
-    lengths = None
-    if with_lengths:
-        lengths = rng.integers(1, steps + 1, size=batch)
-        lengths[0] = steps
-    return x, state, lengths
-
-
 def _flat(state):
     return np.concatenate([np.ravel(s) for s in (state if isinstance(state, tuple) else (state,))])
 
@@ -102,7 +91,7 @@ def test_float64_matches_oracle(keras_backend, name, variant):
     require_float64(keras_backend)
     spec = STACKED[name]
     weights = nonzero_weights(spec)
-    x, state, lengths = _inputs(spec, with_state=variant != "plain",
+    x, state, lengths = example_inputs(spec, with_state=variant != "plain",
                                 with_lengths=variant != "plain")
     result = keras_backend_module.evaluate(spec, weights, x, initial_state=state,
                                            lengths=lengths, dtype="float64")
@@ -117,7 +106,7 @@ def test_float64_matches_oracle(keras_backend, name, variant):
 def test_float32_matches_oracle(keras_backend, name):
     spec = BIDIRECTIONAL[name]
     weights = nonzero_weights(spec).astype(np.float32)
-    x, state, lengths = _inputs(spec)
+    x, state, lengths = example_inputs(spec)
     result = keras_backend_module.evaluate(spec, weights, x, initial_state=state,
                                            lengths=lengths, dtype="float32")
     ref_out, ref_final = oracle.run(spec, weights, x, state, lengths)
@@ -131,7 +120,7 @@ def test_gradients_match_finite_differences(keras_backend, name):
     require_float64(keras_backend)
     spec = BIDIRECTIONAL[name]
     weights = nonzero_weights(spec)
-    x, state, lengths = _inputs(spec, batch=2, steps=5)
+    x, state, lengths = example_inputs(spec, batch=2, steps=5)
     cotangent = np.random.default_rng(7).standard_normal(
         (x.shape[0], x.shape[1], spec.num_directions * spec.output_size))
     result = keras_backend_module.evaluate(spec, weights, x, initial_state=state,
@@ -150,7 +139,7 @@ def test_cell_stepped_one_input_at_a_time_is_the_whole_sequence(keras_backend, n
     minGRU and minLSTM: the parallel scan's) and the oracle's."""
     spec = SINGLE[name]
     weights = nonzero_weights(spec, seed=3).astype(np.float32)
-    x, state, _ = _inputs(spec, batch=2, steps=5, with_lengths=False)
+    x, state, _ = example_inputs(spec, batch=2, steps=5, with_lengths=False)
     x = x.astype(np.float32)
     layer = unirnn.build(spec, backend="keras", weights=weights, return_state=True)
     assert layer.kernel == EXPECTED_KERNEL[name]
@@ -210,7 +199,7 @@ def test_cpu_steps_mingru(keras_backend, monkeypatch):
     for name in PARALLEL_FAMILIES:
         spec = BIDIRECTIONAL[name]
         weights = nonzero_weights(spec)
-        x, state, lengths = _inputs(spec)
+        x, state, lengths = example_inputs(spec)
         result = keras_backend_module.evaluate(spec, weights, x, initial_state=state,
                                                lengths=lengths, dtype="float32")
         assert result.kernel == CELL
@@ -225,7 +214,7 @@ def test_parallel_kernel_is_named_and_listed(keras_backend):
     # no log-space form without sigmoid gates: stepped, still the oracle's numbers
     spec = unirnn.Spec("mingru", 3, 4, activations={"z": "hard_sigmoid"})
     weights = nonzero_weights(spec).astype(np.float32)
-    x, state, lengths = _inputs(spec)
+    x, state, lengths = example_inputs(spec)
     result = keras_backend_module.evaluate(spec, weights, x, initial_state=state,
                                            lengths=lengths, dtype="float32")
     assert result.kernel == CELL
@@ -266,7 +255,7 @@ def test_parallel_scan_in_a_functional_model(keras_backend):
     weights = nonzero_weights(spec).astype(np.float32)
     inputs = keras.Input((None, 3))
     model = keras.Model(inputs, unirnn.build(spec, backend="keras", weights=weights)(inputs))
-    x, _, _ = _inputs(spec, with_state=False, with_lengths=False)
+    x, _, _ = example_inputs(spec, with_state=False, with_lengths=False)
     out = _np(model.predict(x.astype(np.float32), verbose=0))
     assert max_rel_error(out, oracle.run(spec, weights, x)[0]) <= TOL["float32"]
 
@@ -304,7 +293,7 @@ def test_saved_and_loaded(keras_backend, name, tmp_path):
     model = keras.Model(inputs, unirnn.build(spec, backend="keras", weights=weights)(inputs))
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
-    x, _, _ = _inputs(spec, with_state=False, with_lengths=False)
+    x, _, _ = example_inputs(spec, with_state=False, with_lengths=False)
     x = x.astype(np.float32)
     assert max_rel_error(_np(loaded(x)), _np(model(x))) <= 1e-7
     assert loaded.layers[-1].kernel == EXPECTED_KERNEL[name]
